@@ -1,0 +1,16 @@
+# The two commands a newcomer runs (see README): `make demo` and `make test`.
+PY ?= python3
+
+.PHONY: setup demo test test-fast bench
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	$(PY) -m argen demo --out runs/demo
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast:
+	$(PY) -m pytest -q -x -m "not slow"

@@ -1,0 +1,56 @@
+"""argen: autoregressive visual generation from small shared parts.
+
+Public surface: `create`, `load`, `save`, `list_presets`, `generate`, `Pipeline`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+
+def create(preset: str, **overrides: Any):
+    """Build a fresh (randomly initialised) model from a named preset.
+
+    Overrides use dotted keys: `argen.create("llamagen-tiny", **{"generator.depth": 4})`.
+    """
+    from . import registry
+    from .presets import get_config
+
+    return registry.build(get_config(preset, overrides or None))
+
+
+def load(directory, map_location="cpu"):
+    """Load a model or pipeline saved by `argen.save` / `model.save_pretrained` from a local directory."""
+    from .saving import load as _load
+
+    return _load(directory, map_location=map_location)
+
+
+def save(model, directory):
+    """Save a registry-built model as `config.json` + `model.safetensors` in `directory`."""
+    from .saving import save as _save
+
+    return _save(model, directory)
+
+
+def list_presets() -> list[str]:
+    from .presets import list_presets as _list
+
+    return _list()
+
+
+def __getattr__(name: str):
+    # Heavier pieces are imported on first use so `import argen` stays fast.
+    if name == "generate":
+        from .sampling import generate
+
+        return generate
+    if name == "Pipeline":
+        from .pipeline import Pipeline
+
+        return Pipeline
+    raise AttributeError(f"module 'argen' has no attribute '{name}'")
+
+
+__all__ = ["create", "load", "save", "list_presets", "generate", "Pipeline", "__version__"]

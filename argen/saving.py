@@ -1,0 +1,174 @@
+"""Saved models: a directory with `config.json` (kind, version, config) + `model.safetensors`.
+
+`load(dir)` needs nothing else. Every file is written atomically (temp file + rename) so a crash never
+leaves a half-written model, and weights are loaded with a strict key/shape report.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from . import __version__
+from .config import CONFIG_VERSION, Config, from_dict, to_dict
+from .errors import CheckpointError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path next to `path`; on success rename it over `path`, on error delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+# ----------------------------------------------------------------------------- strict loading
+
+@dataclass
+class KeyReport:
+    """Result of matching a state dict against a model: nothing is ever silently ignored."""
+
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def summary(self, limit: int = 8) -> str:
+        parts = []
+        for name, items in (("missing", self.missing), ("unexpected", self.unexpected)):
+            if items:
+                more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+                parts.append(f"{len(items)} {name}: {', '.join(items[:limit])}{more}")
+        if self.mismatched:
+            shown = [f"{k} file {tuple(a)} vs model {tuple(b)}" for k, a, b in self.mismatched[:limit]]
+            more = f" (+{len(self.mismatched) - limit} more)" if len(self.mismatched) > limit else ""
+            parts.append(f"{len(self.mismatched)} shape mismatches: {'; '.join(shown)}{more}")
+        return "; ".join(parts) if parts else "all keys matched"
+
+
+def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> KeyReport:
+    """Compare `state` with the model's persistent state dict, treating tied (aliased) tensors as one."""
+    own = model.state_dict()
+    report = KeyReport()
+    # Keys whose tensor aliases another key's storage (tied weights) may be absent from a deduplicated file.
+    ptr_to_keys: dict[int, list[str]] = {}
+    for k, v in own.items():
+        ptr_to_keys.setdefault(v.data_ptr(), []).append(k)
+    for k, v in own.items():
+        if k not in state:
+            aliases = ptr_to_keys.get(v.data_ptr(), [])
+            if not (v.numel() > 0 and any(a in state for a in aliases if a != k)):
+                report.missing.append(k)
+        elif tuple(state[k].shape) != tuple(v.shape):
+            report.mismatched.append((k, tuple(state[k].shape), tuple(v.shape)))
+    report.unexpected = [k for k in state if k not in own]
+    return report
+
+
+def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str = "state dict") -> KeyReport:
+    """Load `state` into `model` only if every key and shape matches; otherwise raise with the report."""
+    report = check_state_dict(model, state)
+    if not report.ok:
+        raise CheckpointError(f"{source} does not match {type(model).__name__}: {report.summary()}")
+    own = model.state_dict()
+    full = dict(state)
+    for k in own:  # fill aliased keys from their twin so load_state_dict(strict=True) passes
+        if k not in full:
+            twin = next(a for a in own if a in state and own[a].data_ptr() == own[k].data_ptr())
+            full[k] = state[twin]
+    model.load_state_dict(full, strict=True)
+    return report
+
+
+# ----------------------------------------------------------------------------- save / load
+
+def save(model: nn.Module, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+    """Write `model` (which must have `.config`, a registered Config) to `directory`."""
+    from safetensors.torch import save_model
+
+    cfg = getattr(model, "config", None)
+    if not isinstance(cfg, Config) or not type(cfg).kind:
+        raise CheckpointError(f"{type(model).__name__} has no registered `.config`; only registry-built models can be saved")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        save_model(model, str(tmp), metadata={"format": "pt", "kind": type(cfg).kind})
+    meta = {"format": "argen", "kind": type(cfg).kind, "version": CONFIG_VERSION, "argen_version": __version__,
+            "config": to_dict(cfg)}
+    if extra:
+        meta["extra"] = extra
+    atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
+    return directory
+
+
+def read_config(directory: str | os.PathLike) -> Config:
+    """Read and validate `config.json` of a saved model directory."""
+    from . import registry
+
+    directory = Path(directory)
+    path = directory / CONFIG_NAME
+    if not path.is_file():
+        hint = " (it is a file; pass the directory that holds config.json)" if directory.is_file() else ""
+        raise CheckpointError(f"{directory} is not a saved argen model: {CONFIG_NAME} not found{hint}")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); the file is corrupt") from None
+    if not isinstance(meta, dict) or "kind" not in meta or "config" not in meta:
+        raise CheckpointError(f"{path} lacks 'kind' and 'config'; was it written by argen.save?")
+    version = meta.get("version", 0)
+    if version > CONFIG_VERSION:
+        raise CheckpointError(f"{path} has config version {version}, newer than this argen ({CONFIG_VERSION}); upgrade argen")
+    return from_dict(registry.config_class(meta["kind"]), meta["config"])
+
+
+def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Build the model described by `directory/config.json` and load its weights strictly."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from . import registry
+
+    directory = Path(directory)
+    cfg = read_config(directory)
+    model = registry.build(cfg)
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} not found; the saved model is incomplete (re-save it with argen.save)")
+    try:
+        state = load_file(str(weights), device=str(map_location))
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise CheckpointError(f"{weights} cannot be read ({e}); the file is truncated or corrupt") from None
+    load_state_dict_checked(model, state, source=str(weights))
+    return model.to(map_location).eval()

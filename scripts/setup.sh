@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install everything argen needs on a fresh machine (idempotent): Python packages, offline datasets.
+# Usage: scripts/setup.sh            (core + eval + dev extras)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+CACHE="${ARGEN_CACHE:-$HOME/.cache/argen}"
+
+log() { echo "[setup] $*"; }
+
+# 1. torch: the machine's local wheels when present (CUDA build that also runs on CPU), else PyPI.
+if ! $PY -c "import torch, torchvision" 2>/dev/null; then
+  log "installing torch"
+  if [ "$(uname -m)" = "x86_64" ]; then
+    $PY -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || $PY -m pip install -q "torch>=2.4" torchvision
+  else
+    $PY -m pip install -q "torch==2.9.1" "torchvision==0.24.1" || $PY -m pip install -q "torch>=2.4" torchvision
+  fi
+fi
+
+# 2. argen itself, editable, with the evaluator and test extras.
+log "installing argen[eval,dev]"
+$PY -m pip install -q -e ".[eval,dev]"
+
+# 3. Fashion-MNIST from Debian (IDX files under /usr/share/datasets/fashion-mnist/).
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  log "installing Debian package dataset-fashion-mnist"
+  $SUDO apt-get update -qq || true
+  $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+fi
+
+# 4. Emoji (3,786 colour 64x64 images + names/categories) from the npm registry.
+EMOJI_DIR="$CACHE/datasets/emoji-datasource-google-16.0.0"
+if [ ! -f "$EMOJI_DIR/package/emoji.json" ]; then
+  log "fetching npm package emoji-datasource-google@16.0.0"
+  mkdir -p "$EMOJI_DIR"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack -q emoji-datasource-google@16.0.0 >/dev/null)
+  tar -xzf "$tmp"/emoji-datasource-google-16.0.0.tgz -C "$EMOJI_DIR" package/emoji.json package/img/google/64 package/package.json
+  rm -rf "$tmp"
+fi
+log "done"
