@@ -1,0 +1,70 @@
+"""Multi-head self-attention through `F.scaled_dot_product_attention` (Vaswani et al.,
+https://arxiv.org/abs/1706.03762), with optional RoPE, an index-written KV cache and VAR's l2-normalised
+attention. Parameter names follow LlamaGen (`wqkv` fused q|k|v along dim 0, `wo`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .kv_cache import LayerKV
+from .rope import apply_rope
+
+QkNorm = Literal["none", "l2"]
+
+
+class Attention(nn.Module):
+    """Self-attention over (B, L, C).
+
+    `forward(x, rope=(cos, sin), mask=..., causal=..., kv=...)`:
+      * training / full sequences: `causal=True` (SDPA's causal kernel) or an explicit bool `mask`
+        (True = may attend), e.g. VAR's block-causal mask;
+      * decoding: pass the layer's `kv` (see kv_cache.py); keys/values are written into the static cache
+        and the mask comes from the cache (slot-causal) unless `mask` is given.
+    `qk_norm="l2"` (VAR): q and k are unit-normalised per head and q is scaled by a learned per-head
+    temperature exp(min(s, log 100)), s initialised to log 4; SDPA then uses scale 1.
+    """
+
+    def __init__(self, dim: int, num_heads: int, *, head_dim: int | None = None, qkv_bias: bool = False,
+                 out_bias: bool = False, qk_norm: QkNorm = "none", attn_dropout: float = 0.0,
+                 resid_dropout: float = 0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = head_dim or dim // num_heads
+        inner = num_heads * self.head_dim
+        self.wqkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
+        self.wo = nn.Linear(inner, dim, bias=out_bias)
+        self.qk_norm = qk_norm
+        if qk_norm == "l2":
+            self.qk_scale = nn.Parameter(torch.full((1, num_heads, 1, 1), math.log(4.0)))
+        elif qk_norm != "none":
+            raise ValueError(f"unknown qk_norm {qk_norm!r}; choose 'none' or 'l2'")
+        self.attn_dropout = attn_dropout
+        self.resid_dropout = nn.Dropout(resid_dropout)
+
+    def forward(self, x: Tensor, *, rope: tuple[Tensor, Tensor] | None = None, mask: Tensor | None = None,
+                causal: bool = False, kv: LayerKV | None = None) -> Tensor:
+        B, L, _ = x.shape
+        qkv = self.wqkv(x).view(B, L, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, L, D)
+        scale = None
+        if self.qk_norm == "l2":
+            q = F.normalize(q, dim=-1) * self.qk_scale.clamp(max=math.log(100.0)).exp()
+            k = F.normalize(k, dim=-1)
+            scale = 1.0
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if kv is not None:
+            k, v = kv.update(k, v)  # (B, H, length, D) views of the static cache
+            if mask is None:
+                mask = kv.mask
+            causal = False  # SDPA's is_causal aligns top-left, wrong when T < length; the cache mask is exact
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal and mask is None, scale=scale,
+            dropout_p=self.attn_dropout if self.training else 0.0)  # (B, H, L, D)
+        out = out.transpose(1, 2).reshape(B, L, self.num_heads * self.head_dim)
+        return self.resid_dropout(self.wo(out))

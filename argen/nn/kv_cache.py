@@ -1,0 +1,99 @@
+"""Static key/value cache for autoregressive decoding (gpt-fast style: preallocated, written by index).
+
+One buffer pair (num_layers, B, H, max_len, D) is allocated once per generation run; every forward
+declares where its T new tokens go (`prepare`), each layer writes its keys/values there by index and
+attends over the visible prefix `[0, length)` — a view, never a copy or a torch.cat.
+
+Slots are positions in the *decoding* sequence (prefix tokens first, then tokens in generation order),
+shared by every batch row. That covers:
+  * batch and CFG-doubled batch ([cond; uncond] rows are just 2B rows);
+  * multi-token steps (prefill, several tokens per forward);
+  * arbitrary slot writes (`prepare(tensor_of_slots)`), e.g. re-writing a slot or filling out of order.
+Visibility is slot-causal: a query written at slot s sees slots <= s. The boolean mask for that comes
+from one precomputed table; the common single-token append needs no mask at all.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class LayerKV:
+    """The view of one layer's buffers that an attention module writes to and reads from."""
+
+    __slots__ = ("cache", "index")
+
+    def __init__(self, cache: "KVCache", index: int):
+        self.cache, self.index = cache, index
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        return self.cache.update(self.index, k, v)
+
+    @property
+    def mask(self) -> Tensor | None:
+        return self.cache.mask
+
+
+class KVCache:
+    """Preallocated keys/values for `num_layers` attention layers.
+
+    Usage per forward: `cache.prepare(start, count)` (contiguous slots) or `cache.prepare(slots)`,
+    then run the model with `cache.layers[i]` passed to layer i. `cache.mask` is the (T, length) bool
+    mask for this forward (None when the step is a plain append of one token).
+    """
+
+    def __init__(self, num_layers: int, batch_size: int, num_heads: int, max_len: int, head_dim: int, *,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
+        shape = (num_layers, batch_size, num_heads, max_len, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.max_len = max_len
+        self.length = 0  # slots [0, length) are visible
+        self.mask: Tensor | None = None
+        self.layers = [LayerKV(self, i) for i in range(num_layers)]
+        self._write: slice | Tensor = slice(0, 0)
+        self._causal: Tensor | None = None  # (max_len, max_len) lower-triangular, built on first need
+
+    @property
+    def batch_size(self) -> int:
+        return self.k.shape[1]
+
+    def reset(self) -> None:
+        """Forget every slot (the buffers are reused, not zeroed: invisible slots are never read)."""
+        self.length, self.mask, self._write = 0, None, slice(0, 0)
+
+    def prepare(self, slots: int | Tensor, count: int = 1) -> None:
+        """Declare the slots of the next forward: `start` + `count` contiguous slots, or a LongTensor (T,)."""
+        if isinstance(slots, int):
+            start, end = slots, slots + count
+            if start < 0 or end > self.max_len:
+                raise ValueError(f"KV cache slots {start}..{end - 1} are outside [0, {self.max_len}); "
+                                 "allocate the cache with a larger max_len")
+            append_one = count == 1 and start == self.length
+            self._write = slice(start, end)
+            self.length = max(self.length, end)
+            self.mask = None if append_one else self._causal_rows(torch.arange(start, end))
+            return
+        slots = slots.to(device=self.k.device, dtype=torch.long).reshape(-1)
+        end = int(slots.max()) + 1
+        if int(slots.min()) < 0 or end > self.max_len:
+            raise ValueError(f"KV cache slots must lie in [0, {self.max_len}); got {slots.tolist()}")
+        self._write = slots
+        self.length = max(self.length, end)
+        self.mask = self._causal_rows(slots)
+
+    def _causal_rows(self, slots: Tensor) -> Tensor:
+        if self._causal is None:
+            self._causal = torch.ones(self.max_len, self.max_len, dtype=torch.bool, device=self.k.device).tril_()
+        return self._causal[slots.to(self._causal.device), : self.length]  # (T, length)
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write k, v (B, H, T, D) at the prepared slots; return the visible keys/values (B, H, length, D)."""
+        kb, vb = self.k[layer], self.v[layer]  # (B, H, max_len, D)
+        if isinstance(self._write, slice):
+            kb[:, :, self._write] = k
+            vb[:, :, self._write] = v
+        else:
+            kb.index_copy_(2, self._write, k.to(kb.dtype))
+            vb.index_copy_(2, self._write, v.to(vb.dtype))
+        return kb[:, :, : self.length], vb[:, :, : self.length]
