@@ -15,6 +15,7 @@ from .kv_cache import LayerKV
 from .rope import apply_rope
 
 QkNorm = Literal["none", "l2"]
+QkvBias = Literal[False, True, "qv"]
 
 
 class Attention(nn.Module):
@@ -27,16 +28,23 @@ class Attention(nn.Module):
         and the mask comes from the cache (slot-causal) unless `mask` is given.
     `qk_norm="l2"` (VAR): q and k are unit-normalised per head and q is scaled by a learned per-head
     temperature exp(min(s, log 100)), s initialised to log 4; SDPA then uses scale 1.
+    `qkv_bias="qv"` (VAR): learned biases `q_bias`, `v_bias` on q and v only; k has none (a k bias is not
+    softmax-invariant once k is l2-normalised, so it must stay exactly zero).
     """
 
-    def __init__(self, dim: int, num_heads: int, *, head_dim: int | None = None, qkv_bias: bool = False,
+    def __init__(self, dim: int, num_heads: int, *, head_dim: int | None = None, qkv_bias: QkvBias = False,
                  out_bias: bool = False, qk_norm: QkNorm = "none", attn_dropout: float = 0.0,
                  resid_dropout: float = 0.0):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = head_dim or dim // num_heads
         inner = num_heads * self.head_dim
-        self.wqkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
+        if qkv_bias not in (False, True, "qv"):
+            raise ValueError(f"unknown qkv_bias {qkv_bias!r}; choose False, True or 'qv' (q and v only)")
+        self.wqkv = nn.Linear(dim, 3 * inner, bias=qkv_bias is True)
+        if qkv_bias == "qv":
+            self.q_bias = nn.Parameter(torch.zeros(inner))
+            self.v_bias = nn.Parameter(torch.zeros(inner))
         self.wo = nn.Linear(inner, dim, bias=out_bias)
         self.qk_norm = qk_norm
         if qk_norm == "l2":
@@ -49,7 +57,11 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, *, rope: tuple[Tensor, Tensor] | None = None, mask: Tensor | None = None,
                 causal: bool = False, kv: LayerKV | None = None) -> Tensor:
         B, L, _ = x.shape
-        qkv = self.wqkv(x).view(B, L, 3, self.num_heads, self.head_dim)
+        if hasattr(self, "q_bias"):  # q|0|v bias (VAR)
+            bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
+            qkv = F.linear(x, self.wqkv.weight, bias).view(B, L, 3, self.num_heads, self.head_dim)
+        else:
+            qkv = self.wqkv(x).view(B, L, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, L, D)
         scale = None
         if self.qk_norm == "l2":

@@ -10,7 +10,8 @@ shared by every batch row. That covers:
   * multi-token steps (prefill, several tokens per forward);
   * arbitrary slot writes (`prepare(tensor_of_slots)`), e.g. re-writing a slot or filling out of order.
 Visibility is slot-causal: a query written at slot s sees slots <= s. The boolean mask for that comes
-from one precomputed table; the common single-token append needs no mask at all.
+from one precomputed table; the common single-token append needs no mask at all. `prepare(..., causal=False)`
+makes the new slots see each other and every earlier slot (a whole block at once: VAR's scales).
 """
 from __future__ import annotations
 
@@ -62,8 +63,9 @@ class KVCache:
         """Forget every slot (the buffers are reused, not zeroed: invisible slots are never read)."""
         self.length, self.mask, self._write = 0, None, slice(0, 0)
 
-    def prepare(self, slots: int | Tensor, count: int = 1) -> None:
-        """Declare the slots of the next forward: `start` + `count` contiguous slots, or a LongTensor (T,)."""
+    def prepare(self, slots: int | Tensor, count: int = 1, *, causal: bool = True) -> None:
+        """Declare the slots of the next forward: `start` + `count` contiguous slots, or a LongTensor (T,).
+        `causal=False`: the new slots see all slots < length, each other included (no mask)."""
         if isinstance(slots, int):
             start, end = slots, slots + count
             if start < 0 or end > self.max_len:
@@ -72,7 +74,7 @@ class KVCache:
             append_one = count == 1 and start == self.length
             self._write = slice(start, end)
             self.length = max(self.length, end)
-            self.mask = None if append_one else self._causal_rows(torch.arange(start, end))
+            self.mask = None if append_one or not causal else self._causal_rows(torch.arange(start, end))
             return
         slots = slots.to(device=self.k.device, dtype=torch.long).reshape(-1)
         end = int(slots.max()) + 1
@@ -80,7 +82,7 @@ class KVCache:
             raise ValueError(f"KV cache slots must lie in [0, {self.max_len}); got {slots.tolist()}")
         self._write = slots
         self.length = max(self.length, end)
-        self.mask = self._causal_rows(slots)
+        self.mask = self._causal_rows(slots) if causal else None
 
     def _causal_rows(self, slots: Tensor) -> Tensor:
         if self._causal is None:
