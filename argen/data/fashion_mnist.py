@@ -58,9 +58,20 @@ def find_root(root: str | os.PathLike | None = None) -> Path | None:
     return None
 
 
-@lru_cache(maxsize=8)
 def read_idx(path: str) -> np.ndarray:
-    """Read an IDX file (optionally gzipped) into a read-only numpy array of its declared shape."""
+    """Read an IDX file (optionally gzipped) into a read-only numpy array of its declared shape.
+
+    Cached per process (keyed on path, size and mtime, so a replaced file is re-read).
+    """
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read IDX file ({e})") from None
+    return _read_idx(path, st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=8)
+def _read_idx(path: str, size: int, mtime_ns: int) -> np.ndarray:
     try:
         opener = gzip.open if path.endswith(".gz") else open
         with opener(path, "rb") as f:
