@@ -34,7 +34,7 @@ class Attention(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, *, head_dim: int | None = None, qkv_bias: QkvBias = False,
                  out_bias: bool = False, qk_norm: QkNorm = "none", attn_dropout: float = 0.0,
-                 resid_dropout: float = 0.0):
+                 resid_dropout: float = 0.0, softmax_scale: float | None = None):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = head_dim or dim // num_heads
@@ -52,6 +52,7 @@ class Attention(nn.Module):
         elif qk_norm != "none":
             raise ValueError(f"unknown qk_norm {qk_norm!r}; choose 'none' or 'l2'")
         self.attn_dropout = attn_dropout
+        self.softmax_scale = softmax_scale  # None: 1/sqrt(head_dim) (1 with l2 qk_norm); VAR without l2: 0.25/sqrt(64)
         self.resid_dropout = nn.Dropout(resid_dropout)
 
     def forward(self, x: Tensor, *, rope: tuple[Tensor, Tensor] | None = None, mask: Tensor | None = None,
@@ -63,7 +64,7 @@ class Attention(nn.Module):
         else:
             qkv = self.wqkv(x).view(B, L, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, L, D)
-        scale = None
+        scale = self.softmax_scale
         if self.qk_norm == "l2":
             q = F.normalize(q, dim=-1) * self.qk_scale.clamp(max=math.log(100.0)).exp()
             k = F.normalize(k, dim=-1)

@@ -43,14 +43,16 @@ class Block(nn.Module):
                  mlp: MlpKind = "swiglu", norm: NormKind = "rms", norm_eps: float = 1e-5,
                  qkv_bias: QkvBias = False, out_bias: bool = False, qk_norm: QkNorm = "none",
                  attn_dropout: float = 0.0, resid_dropout: float = 0.0, ffn_dropout: float = 0.0,
-                 drop_path: float = 0.0, adaln_dim: int = 0, shared_adaln: bool = False):
+                 drop_path: float = 0.0, adaln_dim: int = 0, shared_adaln: bool = False,
+                 softmax_scale: float | None = None):
         super().__init__()
         if shared_adaln and adaln_dim:
             raise ValueError("shared_adaln takes the modulation from outside the block; leave adaln_dim at 0")
         affine = adaln_dim == 0 and not shared_adaln
         self.attention_norm = make_norm(norm, dim, norm_eps, affine)
         self.attention = Attention(dim, num_heads, head_dim=head_dim, qkv_bias=qkv_bias, out_bias=out_bias,
-                                   qk_norm=qk_norm, attn_dropout=attn_dropout, resid_dropout=resid_dropout)
+                                   qk_norm=qk_norm, attn_dropout=attn_dropout, resid_dropout=resid_dropout,
+                                   softmax_scale=softmax_scale)
         self.ffn_norm = make_norm(norm, dim, norm_eps, affine)
         self.feed_forward = make_mlp(mlp, dim, ffn_hidden, ffn_dropout)
         self.drop_path = DropPath(drop_path)
