@@ -1,0 +1,175 @@
+"""Official LlamaGen checkpoints -> argen (Sun et al., https://arxiv.org/abs/2406.06525,
+code: https://github.com/FoundationVision/LlamaGen).
+
+* Tokenizer (`vq_ds16_c2i.pt`, `vq_ds8_c2i.pt`): `{"model": sd, "optimizer": ..., ...}`; the conv VQGAN maps
+  onto argen's `autoencoder` with a cosine `vq` quantizer. Names differ only in structure: official
+  `encoder.conv_blocks.{i}.res.{j}` is taming's `encoder.down.{i}.block.{j}`, `mid.{0,1,2}` is
+  `mid.{block_1,attn_1,block_2}`, and the decoder's `conv_blocks.{k}` counts from the lowest resolution
+  while argen's `decoder.up.{i}` mirrors encoder level i (i = levels - 1 - k). The architecture is read
+  from the shapes (width, levels, res blocks, codebook); the official code hard-codes the rest.
+* Generator (`c2i_B_256.pt`, ...): `{"model" | "module" | "state_dict": sd}` or a bare FSDP-consolidated
+  dict; names are argen's raster generator names already. The architecture comes from a preset
+  (`llamagen-b`, ...): the number of heads is not visible in the weights, nor is the token grid
+  (`c2i_B_256.pt` and `c2i_B_384.pt` are shape-identical). Width, depth, vocabulary and classes are
+  checked against the file, with a hint naming the preset that fits.
+
+Non-state entries that some files carry (the RoPE table `freqs_cis`, KV-cache buffers left over from
+sampling, the VQ's rolling `codebook_used` statistic) are dropped by name and listed in the notes;
+everything else must match exactly or conversion fails with a report naming the keys.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .. import registry
+from ..errors import CheckpointError, ConfigError
+from .common import Converted, Rule, drop, load_strict, read_checkpoint, rename, unwrap
+
+GPT_CONTAINERS = ("model", "module", "state_dict", "ema")
+VQ_CONTAINERS = ("model", "ema", "state_dict")
+
+# Entries that are not model state: recomputed RoPE table, KV caches / masks left over from generate().
+GPT_NON_STATE = (r"freqs_cis", r"causal_mask", r"layers\.\d+\.attention\.kv_cache\.[kv]_cache")
+# The VQ's rolling buffer of the last 65,536 code assignments (a training statistic).
+VQ_NON_STATE = (r"quantize\.codebook_used",)
+
+# Official c2i GPT sizes: width -> (preset, depth, heads).
+OFFICIAL_GPT = {768: ("llamagen-b", 12, 12), 1024: ("llamagen-l", 24, 16), 1280: ("llamagen-xl", 36, 20),
+                1536: ("llamagen-xxl", 48, 24), 3200: ("llamagen-3b", 24, 32)}
+
+
+def _state(source: str | os.PathLike | dict, containers: tuple[str, ...], what: str) -> tuple[dict[str, Tensor], str, str]:
+    """(state dict, container name, printable source) from a path or an already-loaded object."""
+    if isinstance(source, (str, os.PathLike)):
+        name = str(source)
+        obj = read_checkpoint(source)
+    else:
+        name, obj = f"{what} state dict", source
+    state, where = unwrap(obj, containers, source=name)
+    return state, where, name
+
+
+# ----------------------------------------------------------------------------- tokenizer (VQ)
+
+def vq_rules(levels: int) -> list[Rule]:
+    """Official VQModel names -> argen autoencoder names for a net with `levels` resolutions."""
+    rules: list[Rule] = [
+        (r"encoder\.conv_blocks\.(\d+)\.res\.(\d+)\.(.+)", r"encoder.down.\1.block.\2.\3"),
+        (r"encoder\.conv_blocks\.(\d+)\.attn\.(\d+)\.(.+)", r"encoder.down.\1.attn.\2.\3"),
+        (r"encoder\.conv_blocks\.(\d+)\.downsample\.(.+)", r"encoder.down.\1.downsample.\2"),
+        (r"(encoder|decoder)\.mid\.0\.(.+)", r"\1.mid.block_1.\2"),
+        (r"(encoder|decoder)\.mid\.1\.(.+)", r"\1.mid.attn_1.\2"),
+        (r"(encoder|decoder)\.mid\.2\.(.+)", r"\1.mid.block_2.\2"),
+        (r"quantize\.embedding\.weight", "quantizer.codebook.weight"),
+    ]
+    for k in range(levels):  # decoder blocks count from the lowest resolution; argen's up[i] mirrors down[i]
+        i = levels - 1 - k
+        rules += [(rf"decoder\.conv_blocks\.{k}\.res\.(\d+)\.(.+)", rf"decoder.up.{i}.block.\1.\2"),
+                  (rf"decoder\.conv_blocks\.{k}\.attn\.(\d+)\.(.+)", rf"decoder.up.{i}.attn.\1.\2"),
+                  (rf"decoder\.conv_blocks\.{k}\.upsample\.(.+)", rf"decoder.up.{i}.upsample.\1")]
+    return rules
+
+
+def _indices(state: dict[str, Tensor], pattern: str) -> list[int]:
+    reg = re.compile(pattern)
+    return sorted({int(m.group(1)) for k in state if (m := reg.match(k))})
+
+
+def vq_config(state: dict[str, Tensor], resolution: int):
+    """The argen `AutoencoderConfig` of an official VQModel state dict at image size `resolution`."""
+    from ..nn.conv import ConvNetConfig
+    from ..tokenizers.autoencoder import AutoencoderConfig
+
+    need = ("encoder.conv_in.weight", "encoder.conv_out.weight", "quantize.embedding.weight")
+    absent = [k for k in need if k not in state]
+    if absent:
+        raise CheckpointError(f"not a LlamaGen VQ state dict: {', '.join(absent)} missing "
+                              "(pass the tokenizer checkpoint, e.g. vq_ds16_c2i.pt, to --tokenizer)")
+    levels = _indices(state, r"encoder\.conv_blocks\.(\d+)\.")
+    blocks = _indices(state, r"encoder\.conv_blocks\.0\.res\.(\d+)\.")
+    if not levels or not blocks:
+        raise CheckpointError("not a LlamaGen VQ state dict: no encoder.conv_blocks.{i}.res.{j} entries")
+    ch = state["encoder.conv_in.weight"].shape[0]
+    widths = []
+    for i in levels:
+        key = f"encoder.conv_blocks.{i}.res.0.conv1.weight"
+        if key not in state:
+            raise CheckpointError(f"LlamaGen VQ state dict lacks {key}; the file is incomplete")
+        widths.append(state[key].shape[0])
+    ch_mult = tuple(w // ch for w in widths)
+    codes, dim = state["quantize.embedding.weight"].shape
+    f = 2 ** (len(levels) - 1)
+    if resolution % f:
+        raise ConfigError(f"image size {resolution} is not a multiple of the tokenizer's downsampling factor {f}")
+    net = ConvNetConfig(ch=ch, ch_mult=ch_mult, num_res_blocks=len(blocks), attn_resolutions=(resolution // f,),
+                        z_channels=state["encoder.conv_out.weight"].shape[0])
+    # LlamaGen's released tokenizers all use l2-normalised codes (codebook_l2_norm=True), beta 0.25
+    quantizer = registry.config_class("vq")(dim=dim, codebook_size=codes, metric="cosine", beta=0.25)
+    return AutoencoderConfig(resolution=resolution, net=net, quantizer=quantizer, quant_conv_kernel=1)
+
+
+def convert_vq(source: str | os.PathLike | dict, resolution: int = 256) -> tuple[Any, Converted]:
+    """Official VQ checkpoint (path or loaded dict) -> (argen Autoencoder in eval mode, conversion record)."""
+    state, where, name = _state(source, VQ_CONTAINERS, "VQ")
+    cfg = vq_config(state, resolution)
+    state, dropped = drop(state, VQ_NON_STATE)
+    conv = rename(state, vq_rules(len(cfg.net.ch_mult)), dropped, where)
+    model = registry.build(cfg)
+    load_strict(model, conv, name, hint="is this a LlamaGen VQ checkpoint (vq_ds16_c2i.pt / vq_ds8_c2i.pt)?")
+    return model.eval(), conv
+
+
+# ----------------------------------------------------------------------------- generator (GPT)
+
+def gpt_shape_info(state: dict[str, Tensor]) -> dict[str, int]:
+    """Width, depth, vocabulary, classes and SwiGLU width read from an official c2i GPT state dict."""
+    need = ("tok_embeddings.weight", "cls_embedding.embedding_table.weight")
+    absent = [k for k in need if k not in state]
+    if absent:
+        hint = (" (a text-to-image checkpoint: only class-conditional c2i models convert)"
+                if any(k.startswith("cls_embedding.cap_proj") for k in state) else
+                " (pass the GPT checkpoint, e.g. c2i_B_256.pt, to --generator)")
+        raise CheckpointError(f"not a LlamaGen c2i GPT state dict: {', '.join(absent)} missing{hint}")
+    vocab, dim = state["tok_embeddings.weight"].shape
+    w1 = state.get("layers.0.feed_forward.w1.weight")
+    return {"dim": dim, "depth": len(_indices(state, r"layers\.(\d+)\.")), "vocab_size": vocab,
+            "num_classes": state["cls_embedding.embedding_table.weight"].shape[0] - 1,
+            "ffn_hidden": 0 if w1 is None else w1.shape[0]}
+
+
+def _check_generator_config(cfg, info: dict[str, int], source: str) -> None:
+    wrong = []
+    for field, mine in (("dim", cfg.dim), ("depth", cfg.depth), ("vocab_size", cfg.vocab_size),
+                        ("num_classes", cfg.num_classes), ("ffn_hidden", cfg.hidden_dim)):
+        if info[field] and info[field] != mine:
+            wrong.append(f"{field} {info[field]} in the file vs {mine} in the config")
+    if not wrong:
+        return
+    official = OFFICIAL_GPT.get(info["dim"])
+    hint = (f"; the file looks like {official[0]} ({info['dim']} wide, {official[1]} layers): use --preset {official[0]}"
+            if official and official[1] == info["depth"] else
+            f"; set the config to the file's shape, e.g. --set dim={info['dim']} --set depth={info['depth']} "
+            f"--set vocab_size={info['vocab_size']} --set num_classes={info['num_classes']} and num_heads")
+    raise CheckpointError(f"{source} does not fit the generator config: {'; '.join(wrong)}{hint}")
+
+
+def convert_gpt(source: str | os.PathLike | dict, config) -> tuple[Any, Converted]:
+    """Official c2i GPT checkpoint (path or loaded dict) -> (argen RasterGenerator in eval mode, record).
+
+    `config` is a `RasterConfig` with the official architecture (e.g. the `llamagen-b` preset); it must
+    keep `prefix_rope="zero"` for exact parity with the official model."""
+    state, where, name = _state(source, GPT_CONTAINERS, "GPT")
+    _check_generator_config(config, gpt_shape_info(state), name)
+    state, dropped = drop(state, GPT_NON_STATE)
+    conv = rename(state, [], dropped, where)  # argen's raster generator uses LlamaGen's names
+    model = registry.build(config)
+    load_strict(model, conv, name, hint="is this a LlamaGen c2i GPT checkpoint with the preset's architecture?")
+    return model.eval(), conv
+
+
+__all__ = ["vq_rules", "vq_config", "convert_vq", "gpt_shape_info", "convert_gpt", "OFFICIAL_GPT"]
