@@ -1,0 +1,126 @@
+"""`argen eval`: FID / KID / precision / recall of samples against a reference, with the protocol in JSON.
+
+    argen eval --samples runs/samples/ --ref fashion-mnist:test --n 1000
+    argen eval --samples samples.npz --ref fashion-mnist:test@32 --features lenet-fmnist --out m.json
+    argen eval --real-floor fashion-mnist --n 1000           # train split vs test split
+    argen eval --train-features lenet-fmnist                 # train the fast feature net once (CPU, minutes)
+    argen eval --list-features
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ._common import add_device_argument, add_threads_argument, apply_threads, resolve_device, say
+
+COMMAND = "eval"
+HELP = "evaluate samples (FID/KID/precision/recall) against a reference dataset or folder"
+
+DEFAULT_CACHE = "~/.cache/argen"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--samples", help="folder of images, .npz (arr_0 uint8 NxHxWx3) or dataset spec name:split")
+    what.add_argument("--real-floor", metavar="DATASET",
+                      help="the evaluator's floor: DATASET:train against DATASET:test (e.g. fashion-mnist)")
+    what.add_argument("--train-features", metavar="NAME", choices=["lenet-fmnist"],
+                      help="train the small feature network NAME on Fashion-MNIST and save it in the cache")
+    what.add_argument("--list-features", action="store_true", help="list the feature networks")
+    p.add_argument("--ref", default="fashion-mnist:test",
+                   help="reference: dataset spec name:split[@resolution], a folder, or an .npz")
+    p.add_argument("--n", type=int, default=None, help="number of samples to use (default: all)")
+    p.add_argument("--n-ref", type=int, default=None, help="number of reference images (default: same as samples)")
+    p.add_argument("--features", default="inception", help="feature network: inception | lenet-fmnist")
+    p.add_argument("--weights", default=None,
+                   help="feature weights: a file/saved-model dir, or 'torch-fidelity' (download); default: cache")
+    p.add_argument("--out", default=None, help="result JSON path (default: runs/eval/<name>.json)")
+    p.add_argument("--seed", type=int, default=2020, help="seed of the KID subsets")
+    p.add_argument("--kid-subsets", type=int, default=100, help="number of KID subsets")
+    p.add_argument("--kid-subset-size", type=int, default=1000, help="KID subset size (capped at N)")
+    p.add_argument("--batch-size", type=int, default=64, help="feature extraction batch size")
+    p.add_argument("--cache-dir", default=DEFAULT_CACHE, help="weights and reference-statistics cache")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write reference statistics")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--epochs", type=int, default=2, help="--train-features: training epochs")
+    add_device_argument(p)
+    add_threads_argument(p)
+
+
+def _default_out(args: argparse.Namespace) -> Path:
+    if args.real_floor:
+        stem = f"real-floor-{args.real_floor}"
+    else:
+        stem = Path(str(args.samples).rstrip("/")).stem.replace(":", "-") or "samples"
+    n = f"-n{args.n}" if args.n else ""
+    return Path("runs") / "eval" / f"{stem}-{args.features}{n}.json"
+
+
+def _train_features(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..data import load_dataset
+    from ..metrics.features.lenet import accuracy, default_lenet_dir, save_lenet, train_lenet
+
+    train = load_dataset("fashion-mnist", split="train")
+    test = load_dataset("fashion-mnist", split="test")
+    x_train = train.uint8_images().movedim(-1, 1)  # (N, H, W, 3) -> (N, 3, H, W)
+    x_test = test.uint8_images().movedim(-1, 1)
+    y_train, y_test = torch.from_numpy(train.labels), torch.from_numpy(test.labels)
+    bar = None
+    if not args.no_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=args.epochs * -(-len(x_train) // 128), desc="train lenet-fmnist", unit="step")
+
+    def progress(step: int, total: int, loss: float) -> None:
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+
+    t0 = time.time()
+    model = train_lenet(x_train, y_train, epochs=args.epochs, rng=torch.Generator().manual_seed(args.seed),
+                        progress=progress)
+    if bar is not None:
+        bar.close()
+    acc = accuracy(model, x_test, y_test)
+    out = Path(args.out) if args.out else default_lenet_dir(Path(args.cache_dir).expanduser())
+    save_lenet(model, out, extra={"trained_on": "fashion-mnist:train", "test_accuracy": acc, "epochs": args.epochs,
+                                  "seed": args.seed, "train_seconds": round(time.time() - t0, 1)})
+    from ..metrics.features.lenet import load_lenet
+
+    digest = load_lenet(Path(args.cache_dir).expanduser(), weights=out).weights_hash
+    say(f"saved {out}")
+    say(f"lenet-fmnist: test accuracy {acc:.4f}, sha256 {digest}, {time.time() - t0:.0f} s")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    apply_threads(args.threads)
+    if args.list_features:
+        from ..metrics.features import describe_feature_nets
+
+        for name, desc in describe_feature_nets().items():
+            say(f"{name:<22} {desc}")
+        return 0
+    if args.train_features:
+        return _train_features(args)
+    from ..metrics.evaluator import evaluate
+
+    if args.n is not None and args.n < 2:
+        raise ValueError(f"--n must be >= 2, got {args.n}")
+    samples, ref = args.samples, args.ref
+    if args.real_floor:
+        samples, ref = f"{args.real_floor}:train", f"{args.real_floor}:test"
+    out = Path(args.out) if args.out else _default_out(args)
+    result = evaluate(samples, reference=ref, features=args.features, n=args.n, seed=args.seed, n_ref=args.n_ref,
+                      kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
+                      batch_size=args.batch_size, device=resolve_device(args.device),
+                      cache_dir=Path(args.cache_dir).expanduser(), stats_cache=not args.no_cache,
+                      weights=args.weights, out=out, progress=not args.no_progress)
+    for note in result["warnings"]:
+        say(f"warning: {note}")
+    say(f"wrote {out}")
+    say(result["summary"])
+    return 0
