@@ -28,7 +28,7 @@ from .quantizers.base import QuantizerConfig
 
 def _default_quantizer() -> QuantizerConfig:
     # LlamaGen's VQ-16 codebook: 16384 l2-normalised 8-d codes (defaults of the "vq" kind).
-    return registry.config_class("vq")(dim=8)
+    return registry.config_class("vq")(dim=8, codebook_size=16384, metric="cosine")
 
 
 @dataclass(frozen=True, kw_only=True)
