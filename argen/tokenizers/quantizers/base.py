@@ -92,10 +92,10 @@ class Quantizer(nn.Module):
         self._usage_groups = usage_groups
         codes = self.codes_per_group
         tracked = codes <= MAX_TRACKED_CODES
-        # Not persistent: statistics, not model state (a resumed run simply restarts its window).
-        self.register_buffer("usage_step", torch.zeros((), dtype=torch.long), persistent=False)
-        self.register_buffer("last_used", torch.full((usage_groups, codes if tracked else 0), -1, dtype=torch.long),
-                             persistent=False)
+        # Persistent so a resumed run restarts dead codes exactly as an uninterrupted one would.
+        # Official checkpoints lack them: converters keep the freshly built values.
+        self.register_buffer("usage_step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("last_used", torch.full((usage_groups, codes if tracked else 0), -1, dtype=torch.long))
 
     # -- what the quantizer produces
 
