@@ -51,8 +51,8 @@ def check_image_file(path: Path, decode: bool = False) -> tuple[int | None, str 
         return None, str(e).split(": ", 1)[-1]
     except UnidentifiedImageError:
         return None, "not a recognised image file"
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
-        return None, f"corrupt: {e}"
+    except (OSError, ValueError, SyntaxError, EOFError) as e:  # truncated, bad CRC, permission denied, ...
+        return None, f"unreadable: {e}"
 
 
 @dataclass
