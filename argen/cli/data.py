@@ -16,15 +16,15 @@ MIN_TILE = 64  # small images are enlarged (nearest neighbour) in the grid so th
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", metavar="NAME_OR_PATH", help="fashion-mnist, emoji, or a folder of images")
     p.add_argument("--split", default="train", choices=["train", "test", "all"])
-    p.add_argument("--resolution", type=int, default=None, help="resize/crop to this size (default: native)")
+    p.add_argument("--resolution", type=int, default=None, help="resize/crop to this size; None keeps the native size")
     p.add_argument("--grid", default=None, metavar="OUT.png",
-                   help="where to write the example grid (default: runs/data/<name>-<split>.png)")
+                   help="where to write the example grid; None writes runs/data/<name>-<split>.png")
     p.add_argument("--n", type=int, default=64, help="number of example images in the grid (0: no grid)")
     p.add_argument("--on-error", default="skip", choices=["skip", "raise"],
                    help="unreadable image files: leave them out (skip) or fail (raise)")
     p.add_argument("--check", default="verify", choices=["verify", "decode"],
                    help="folder scan: header check (fast) or a full decode of every file (catches truncated JPEGs)")
-    p.add_argument("--root", default=None, help="folder holding the files of a named dataset (default: installed copy)")
+    p.add_argument("--root", default=None, help="folder holding the files of a named dataset; None uses the installed copy")
     p.add_argument("--no-download", action="store_true", help="never download a named dataset that is not installed")
 
 
