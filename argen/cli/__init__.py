@@ -58,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("argen: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `argen presets | head`: the reader left; not an error
+        sys.stderr.close()
+        return 0
     except (ArgenError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError, ImportError) as e:
         if getattr(args, "debug", False):
             raise
