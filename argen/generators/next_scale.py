@@ -141,7 +141,7 @@ class NextScaleGenerator(Generator):
         self.level_embed = nn.Embedding(len(c.scales), C)
         if c.shared_adaln:
             self.shared_ada_lin = AdaLNModulation(C, C, 6)
-        rates = torch.linspace(0, c.path_drop, c.depth).tolist()  # stochastic depth grows with depth
+        rates = [c.path_drop * i / max(c.depth - 1, 1) for i in range(c.depth)]  # stochastic depth grows with depth
         self.blocks = nn.ModuleList(
             Block(C, c.heads, round(C * c.mlp_ratio), mlp="gelu_tanh", norm="layer", norm_eps=c.norm_eps,
                   qkv_bias="qv", out_bias=True, qk_norm="l2" if c.qk_norm else "none",
@@ -183,7 +183,7 @@ class NextScaleGenerator(Generator):
                 b.attention.q_bias.zero_()
                 b.attention.v_bias.zero_()
                 if c.shared_adaln:
-                    gss = torch.randn(1, 1, 6, C) / math.sqrt(C)
+                    gss = torch.randn_like(b.ada_gss) / math.sqrt(C)
                     gss[:, :, 2:] *= c.init_adaln
                     gss[:, :, :2] *= c.init_adaln_gamma
                     b.ada_gss.copy_(gss)

@@ -194,6 +194,15 @@ def _check_buffers(state: dict[str, Tensor], generator) -> list[str]:
     return dropped
 
 
+def _keep_fresh_statistics(model, conv: Converted) -> None:
+    """Quantizer usage counters (argen training statistics) have no official counterpart: keep the freshly
+    built values, by name, so the load stays strict for everything else."""
+    for k, v in model.state_dict().items():
+        if re.fullmatch(r"(.*\.)?quantizer\.(usage_step|last_used)", k) and k not in conv.state:
+            conv.state[k] = v.clone()
+            conv.source_of[k] = f"<fresh {k}>"
+
+
 # ----------------------------------------------------------------------------- entry points
 
 def convert(tokenizer_path: str | os.PathLike, generator_path: str | os.PathLike, *,
@@ -206,13 +215,15 @@ def convert(tokenizer_path: str | os.PathLike, generator_path: str | os.PathLike
     var_state = var_state if var_state is not None else _read(generator_path, "var")
     scales = scales_from_state(var_state)
     tok_cfg = tokenizer_config_from_state(vae_state, scales)
+    gen_cfg = generator_config_from_state(var_state, tok_cfg.quantizer)
+    generator = registry.build(gen_cfg)  # the smaller model first: its buffer checks fail fast
+    conv_g = generator_state(var_state, vae_state, generator)
+    _keep_fresh_statistics(generator, conv_g)
+    load_strict(generator, conv_g, str(generator_path), hint="is this a VAR transformer (var_d16.pth ...)?")
     tokenizer = registry.build(tok_cfg)
     conv_t = tokenizer_state(vae_state)
+    _keep_fresh_statistics(tokenizer, conv_t)
     load_strict(tokenizer, conv_t, str(tokenizer_path), hint="is this VAR's VQVAE (vae_ch160v4096z32.pth)?")
-    gen_cfg = generator_config_from_state(var_state, tok_cfg.quantizer)
-    generator = registry.build(gen_cfg)
-    conv_g = generator_state(var_state, vae_state, generator)
-    load_strict(generator, conv_g, str(generator_path), hint="is this a VAR transformer (var_d16.pth ...)?")
     generator.check_layout(tokenizer.layout)
     c = gen_cfg
     notes = [

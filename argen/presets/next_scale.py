@@ -1,0 +1,68 @@
+"""Next-scale (VAR) generator presets: the released VAR sizes and a CPU-sized tiny model.
+
+VAR's size rule (https://arxiv.org/abs/2404.02905, `build_vae_var`): depth d -> width 64 d, d heads of 64,
+MLP ratio 4, drop-path 0.1 d / 24, 1000 ImageNet classes (+ null), 4096 codes of the VQVAE over 10 scales
+1..16 (680 tokens, 256 px). The AdaLN gate init follows the README commands (1e-3 for d16/d20, 1e-4 d24,
+1e-5 d30, 5e-6 d36). d36 is the 512 px model with shared AdaLN over scales 1..32 (2240 tokens); it reuses the
+same VQVAE checkpoint with those scales (`--set tokenizer.quantizer.scales=...` on the tokenizer side).
+Parameter counts (without the 0.17M-parameter quantizer copy): d16 310.28M, d20 600.92M, d24 1033.40M,
+d30 2010.02M, d36 2353.89M.
+"""
+from __future__ import annotations
+
+from ..config import Config
+from . import preset
+
+VAR_SCALES_256 = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 6), (8, 8), (10, 10), (13, 13), (16, 16))
+VAR_SCALES_512 = ((1, 1), (2, 2), (3, 3), (4, 4), (6, 6), (9, 9), (13, 13), (18, 18), (24, 24), (32, 32))
+TINY_SCALES = ((1, 1), (2, 2), (4, 4), (8, 8))  # msvq-tiny's scales (32 px, f4)
+
+
+def _next_scale(**fields) -> Config:
+    from .. import registry
+
+    return registry.config_class("next-scale")(**fields)
+
+
+def _msvq(**fields) -> Config:
+    from .. import registry
+
+    return registry.config_class("msvq")(**fields)
+
+
+def _var(depth: int, gamma: float, scales=VAR_SCALES_256, shared_adaln: bool = False) -> Config:
+    return _next_scale(vocab_size=4096, num_classes=1000, scales=scales, depth=depth, shared_adaln=shared_adaln,
+                       quantizer=_msvq(dim=32, codebook_size=4096, scales=scales), init_adaln_gamma=gamma,
+                       class_dropout=0.1)
+
+
+@preset("var-d16", "VAR-d16 next-scale transformer: 310M params, 1024 wide, 16 layers, 10 scales (256 px)")
+def var_d16() -> Config:
+    return _var(16, 1e-3)
+
+
+@preset("var-d20", "VAR-d20 next-scale transformer: 601M params, 1280 wide, 20 layers, 10 scales (256 px)")
+def var_d20() -> Config:
+    return _var(20, 1e-3)
+
+
+@preset("var-d24", "VAR-d24 next-scale transformer: 1.03B params, 1536 wide, 24 layers, 10 scales (256 px)")
+def var_d24() -> Config:
+    return _var(24, 1e-4)
+
+
+@preset("var-d30", "VAR-d30 next-scale transformer: 2.0B params, 1920 wide, 30 layers, 10 scales (256 px)")
+def var_d30() -> Config:
+    return _var(30, 1e-5)
+
+
+@preset("var-d36", "VAR-d36 (512 px): 2.35B params, 2304 wide, 36 layers, shared AdaLN, scales 1..32 (2240 tokens)")
+def var_d36() -> Config:
+    return _var(36, 5e-6, scales=VAR_SCALES_512, shared_adaln=True)
+
+
+@preset("var-tiny", "tiny next-scale generator for CPU: 128 wide, 3 layers, 4 heads, 256 codes, scales 1,2,4,8, 10 classes")
+def var_tiny() -> Config:
+    return _next_scale(vocab_size=256, num_classes=10, scales=TINY_SCALES, depth=3, dim=128, num_heads=4,
+                       quantizer=_msvq(dim=8, codebook_size=256, scales=TINY_SCALES), init_adaln_gamma=1e-3,
+                       drop_path=0.0, class_dropout=0.1)
