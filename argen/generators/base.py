@@ -4,6 +4,7 @@ Training: `loss(tokens, cond) -> LossOutput` (NLL in nats/token plus bits/token)
 machine driven by the one loop in `argen.sampling.generate`:
 
     state = gen.begin(cond, batch_size=B, opts=opts)   # cond has B rows, or 2B rows [cond; uncond] for CFG
+    gen.randomize(state, rng)                          # per-run random choices (e.g. a decoding order)
     while not state.done:
         out = gen.predict(state)                       # head input for this step's positions, 2B rows if CFG
         tokens, scores = head.sample(head.guide(out, s) if CFG else out, opts, rng)
@@ -95,6 +96,12 @@ class Generator(nn.Module):
                               + ". Set the generator's scales/vocab_size to the tokenizer's layout "
                               "(e.g. --set generator.vocab_size=...).")
 
+    def bind_tokenizer(self, tokenizer: nn.Module) -> None:
+        """Called when a (trained) tokenizer is paired with this generator (Pipeline, training). The default
+        checks the layout; generators that build their inputs from token ids with the tokenizer's own
+        weights (next-scale: codebook + Phi) copy them here."""
+        self.check_layout(tokenizer.layout)
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
@@ -119,6 +126,10 @@ class Generator(nn.Module):
         """Start a run for `batch_size` samples; `cond` has batch_size rows, or 2*batch_size rows
         [cond; uncond] when guidance is on (the generator then runs every step on both halves)."""
         raise NotImplementedError
+
+    def randomize(self, state: DecodeState, rng: torch.Generator) -> None:
+        """Draw the run's own random choices (e.g. a random decoding order) from the sampling `rng`; the loop
+        calls it once, right after `begin`. Default: nothing to draw."""
 
     def predict(self, state: DecodeState) -> Tensor:
         """Head input (e.g. logits (R, T, V)) for the T positions this step fills; R = rows of cond."""
