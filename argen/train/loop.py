@@ -48,8 +48,8 @@ Usage:
         def forward(self, batch, ctx: StepContext) -> LossOutput:
             x, y = batch
             x = x + 0.1 * torch.randn(x.shape, generator=ctx.rng, device=x.device)   # augmentation
-            loss = F.cross_entropy(self.net(x), y)
-            return LossOutput(loss, {"acc": (self.net(x).argmax(-1) == y).float().mean()})
+            logits = self.net(x)
+            return LossOutput(F.cross_entropy(logits, y), {"acc": (logits.argmax(-1) == y).float().mean()})
 
     cfg = TrainConfig(steps=2000, batch_size=64, lr=3e-4, warmup_steps=100, schedule="cosine", ema_decay=0.999)
     trainer = Trainer(cfg, Classify(net), dataset, "runs/demo", resume=True,    # continues if checkpoints exist
@@ -514,6 +514,10 @@ class Trainer:
         self.step = int(state["step"])
 
     def _check_config(self, saved: dict[str, Any], where: str) -> None:
+        try:  # through from_dict so fields added after the checkpoint was written take their defaults
+            saved = TrainConfig.from_dict(saved).to_dict()
+        except ConfigError as e:
+            raise CheckpointError(f"{where} holds a TrainConfig this argen cannot read ({e}); upgrade argen") from None
         now = self.config.to_dict()
         diffs = [f"{k}: checkpoint {saved.get(k)!r}, now {v!r}" for k, v in now.items()
                  if k not in RESUME_MUTABLE and saved.get(k) != v]
