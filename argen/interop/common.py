@@ -11,7 +11,9 @@ Every converter follows the same three steps:
 3. `rename(state, rules)` then `load_strict(model, converted)`: map official names onto argen's and
    load with a strict key/shape report. Non-state entries that some official files carry (RoPE
    tables, KV-cache buffers) are dropped *by name* with `drop(state, patterns)` and reported, never
-   skipped by a blanket `strict=False`. Error messages name the official key next to argen's.
+   skipped by a blanket `strict=False`. Argen-only state with no official counterpart (usage counters)
+   is named in `load_strict(fresh=...)` and keeps its initial value. Error messages name the official key
+   next to argen's.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ class Converted:
     state: dict[str, Tensor]
     source_of: dict[str, str] = field(default_factory=dict)  # argen key -> official key
     dropped: list[str] = field(default_factory=list)  # official keys removed as non-state (RoPE, caches)
+    fresh: list[str] = field(default_factory=list)  # argen-only state kept at its initial value (usage counters)
     container: str = ""  # where the state dict was found ("model", "module", "<raw>", ...)
 
 
@@ -170,9 +173,15 @@ def describe(rep: KeyReport, conv: Converted, limit: int = 8) -> str:
     return "; ".join(parts) if parts else "all keys matched"
 
 
-def load_strict(model: nn.Module, conv: Converted, source: str, hint: str = "") -> KeyReport:
-    """Copy `conv.state` into `model` if every key and shape matches; else raise CheckpointError."""
+def load_strict(model: nn.Module, conv: Converted, source: str, hint: str = "", fresh: Iterable[str] = ()) -> KeyReport:
+    """Copy `conv.state` into `model` if every key and shape matches; else raise CheckpointError.
+
+    `fresh`: regexes of argen-only state with no official counterpart (e.g. a quantizer's usage counters);
+    such keys may be absent from the file, keep the model's initial values and are listed in `conv.fresh`."""
     rep = report(model, conv)
+    regs = [re.compile(p) for p in fresh]
+    conv.fresh = [k for k in rep.missing if any(r.fullmatch(k) for r in regs)]
+    rep.missing = [k for k in rep.missing if k not in conv.fresh]
     if not rep.ok:
         raise CheckpointError(f"{source} does not match {type(model).__name__}: {describe(rep, conv)}"
                               + (f". {hint}" if hint else ""))

@@ -37,6 +37,8 @@ VQ_CONTAINERS = ("model", "ema", "state_dict")
 GPT_NON_STATE = (r"freqs_cis", r"causal_mask", r"layers\.\d+\.attention\.kv_cache\.[kv]_cache")
 # The VQ's rolling buffer of the last 65,536 code assignments (a training statistic).
 VQ_NON_STATE = (r"quantize\.codebook_used",)
+# argen's own codebook-usage counters (training statistics) start fresh.
+VQ_FRESH = (r"quantizer\.usage_step", r"quantizer\.last_used")
 
 # Official c2i GPT sizes: width -> (preset, depth, heads).
 OFFICIAL_GPT = {768: ("llamagen-b", 12, 12), 1024: ("llamagen-l", 24, 16), 1280: ("llamagen-xl", 36, 20),
@@ -113,14 +115,20 @@ def vq_config(state: dict[str, Tensor], resolution: int):
     return AutoencoderConfig(resolution=resolution, net=net, quantizer=quantizer, quant_conv_kernel=1)
 
 
-def convert_vq(source: str | os.PathLike | dict, resolution: int = 256) -> tuple[Any, Converted]:
-    """Official VQ checkpoint (path or loaded dict) -> (argen Autoencoder in eval mode, conversion record)."""
+def convert_vq(source: str | os.PathLike | dict, resolution: int | None = None, *, grid: int | None = None) -> tuple[Any, Converted]:
+    """Official VQ checkpoint (path or loaded dict) -> (argen Autoencoder in eval mode, conversion record).
+
+    The image size is `resolution`, or `grid` tokens per side times the downsampling factor read from the
+    checkpoint (default 256 px)."""
     state, where, name = _state(source, VQ_CONTAINERS, "VQ")
-    cfg = vq_config(state, resolution)
+    if grid is not None:
+        resolution = grid * 2 ** max(len(_indices(state, r"encoder\.conv_blocks\.(\d+)\.")) - 1, 0)
+    cfg = vq_config(state, resolution or 256)
     state, dropped = drop(state, VQ_NON_STATE)
     conv = rename(state, vq_rules(len(cfg.net.ch_mult)), dropped, where)
     model = registry.build(cfg)
-    load_strict(model, conv, name, hint="is this a LlamaGen VQ checkpoint (vq_ds16_c2i.pt / vq_ds8_c2i.pt)?")
+    load_strict(model, conv, name, hint="is this a LlamaGen VQ checkpoint (vq_ds16_c2i.pt / vq_ds8_c2i.pt)?",
+                fresh=VQ_FRESH)
     return model.eval(), conv
 
 
@@ -172,4 +180,64 @@ def convert_gpt(source: str | os.PathLike | dict, config) -> tuple[Any, Converte
     return model.eval(), conv
 
 
-__all__ = ["vq_rules", "vq_config", "convert_vq", "gpt_shape_info", "convert_gpt", "OFFICIAL_GPT"]
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+# Sampling defaults of the official demo (autoregressive/sample/sample_c2i.py); FID runs use cfg 1.5-2, top_k 0.
+DEMO_SAMPLING = {"cfg": 4.0, "top_k": 2000, "top_p": 1.0, "temperature": 1.0}
+
+
+def _generator_config(preset: str, overrides: list[str] | dict[str, Any] | None):
+    from ..generators.raster import RasterConfig
+    from ..pipeline import PipelineConfig
+    from ..presets import get_config
+
+    cfg = get_config(preset, overrides)
+    if isinstance(cfg, PipelineConfig):
+        cfg = cfg.generator
+    if not isinstance(cfg, RasterConfig):
+        raise ConfigError(f"preset {preset!r} is a {type(cfg).__name__}; LlamaGen GPTs convert into a raster "
+                          "generator preset: llamagen-b, llamagen-l, llamagen-xl, llamagen-xxl or llamagen-3b")
+    return cfg
+
+
+def _note(what: str, source: str, conv: Converted) -> list[str]:
+    lines = [f"{what}: {source} [{conv.container}] -> {len(conv.state)} tensors, all keys and shapes matched"]
+    if conv.dropped:
+        lines.append(f"  dropped non-state entries: {', '.join(conv.dropped[:6])}"
+                     + (f" (+{len(conv.dropped) - 6} more)" if len(conv.dropped) > 6 else ""))
+    if conv.fresh:
+        lines.append(f"  argen-only state initialised fresh: {', '.join(conv.fresh)}")
+    return lines
+
+
+def convert_pipeline(tokenizer: str | os.PathLike | dict, generator: str | os.PathLike | dict,
+                     preset: str = "llamagen-b", overrides: list[str] | dict[str, Any] | None = None):
+    """Official VQ + c2i GPT checkpoints -> (argen `Pipeline`, notes: one line per fact worth reporting).
+
+    The generator architecture comes from `preset` (+ dotted `overrides`, e.g. ["scales=[[24,24]]"] for
+    a 384 px model); the tokenizer's from its checkpoint, at the image size the generator's grid implies.
+    The pipeline samples with the official demo defaults (cfg 4.0, top_k 2000) unless a call overrides them.
+    """
+    from ..pipeline import Pipeline
+
+    gen_cfg = _generator_config(preset, overrides)
+    gen, gconv = convert_gpt(generator, gen_cfg)
+    h, w = gen_cfg.grid
+    if h != w:
+        raise ConfigError(f"LlamaGen tokens form a square grid; generator scales {gen_cfg.scales} are not square")
+    tok, tconv = convert_vq(tokenizer, grid=h)  # image size = grid x the VQ's downsampling factor
+    if tok.layout.vocab_size != gen_cfg.vocab_size:
+        raise ConfigError(f"the tokenizer has {tok.layout.vocab_size} codes but the generator models "
+                          f"{gen_cfg.vocab_size}; pair a GPT with the VQ it was trained on")
+    pipe = Pipeline.from_parts(tok, gen, **DEMO_SAMPLING).eval()
+    name = lambda src, what: f"{what} state dict" if isinstance(src, dict) else str(src)  # noqa: E731
+    notes = _note("tokenizer", name(tokenizer, "VQ"), tconv) + _note("generator", name(generator, "GPT"), gconv)
+    notes.append(f"pipeline: {tok.config.resolution} px, {h}x{w} tokens, {gen_cfg.vocab_size} codes, "
+                 f"{gen_cfg.num_classes} classes; sampling defaults cfg {DEMO_SAMPLING['cfg']}, top_k {DEMO_SAMPLING['top_k']}")
+    return pipe, notes
+
+
+__all__ = ["vq_rules", "vq_config", "convert_vq", "gpt_shape_info", "convert_gpt", "convert_pipeline", "OFFICIAL_GPT",
+           "DEMO_SAMPLING"]
