@@ -37,6 +37,7 @@ from ..heads.categorical import CategoricalHead
 from ..nn import AdaLNModulation, Block, KVCache, LayerNorm, modulate
 from ..registry import register
 from ..sampling.guidance import combine, guidance_scale
+from ..sampling.logits import top_k_filter, top_p_filter
 from ..tokenizers.quantizers.base import QuantizerConfig
 from ..types import Cond, DecodeState, LossOutput, SampleOptions
 from .base import Generator, GeneratorConfig
@@ -196,6 +197,7 @@ class NextScaleGenerator(Generator):
 
     def bind_tokenizer(self, tokenizer: nn.Module) -> None:
         """Copy the trained tokenizer's quantizer (codebook, phi) into this generator's frozen copy."""
+        self.check_layout(tokenizer.layout)
         q = getattr(tokenizer, "quantizer", None)
         if q is None or type(q) is not type(self.quantizer) or q.config != self.quantizer.config:
             got = None if q is None else q.config
@@ -287,9 +289,11 @@ class NextScaleGenerator(Generator):
         else:
             a, b = self.config.bounds[k - 1]
             h, w = self.config.scales[k - 1]
-            h_k = state.cache["soft"]  # Gumbel-smoothed code vectors (B, Cq, h, w), or None
-            if h_k is None:
-                h_k = self.quantizer.embed_scale(state.tokens[:, a:b].view(-1, h, w))  # (B, Cq, h, w)
+            prev = state.tokens[:, a:b]
+            h_k = self.quantizer.embed_scale(prev.view(-1, h, w))  # (B, Cq, h, w)
+            if state.cache["soft"] is not None:  # Gumbel smoothing, except where editing forced a token
+                forced = (prev != state.cache["sampled"]).view(-1, 1, h, w)
+                h_k = torch.where(forced, h_k, state.cache["soft"].to(h_k.dtype))
             # f_hat += Phi(BicubicUp(h_k)); next input = AreaDown(f_hat, scale k)
             state.cache["f_hat"], nxt = self.quantizer.next_scale_step(state.cache["f_hat"], h_k, k - 1)
             feats = nxt.flatten(2).transpose(1, 2)  # (B, Cq, h', w') -> (B, T, Cq)
@@ -308,13 +312,35 @@ class NextScaleGenerator(Generator):
         state.tokens[:, a:b] = tokens
         state.known[:, a:b] = True
         state.cache["soft"] = self._gumbel_weights(state) if state.cache["opts"].gumbel > 0 else None
+        state.cache["sampled"] = tokens
         state.step = k + 1
 
+    def randomize(self, state: DecodeState, rng: torch.Generator) -> None:
+        state.cache["rng"] = rng  # Gumbel smoothing draws its noise from the loop's generator
+
     def _gumbel_weights(self, state: DecodeState) -> Tensor:
-        """VAR's `more_smooth`: soft code weights softmax((l (1 + r) + g) / tau) with tau = max(0.27 (1 - 0.95 r)
-        * gumbel, 0.005) (gumbel=1 is VAR's), r = k / (S - 1), on the guided logits. The Gumbel noise g is
-        derived from the sampled token's score so the run stays reproducible from the loop's rng."""
-        raise NotImplementedError
+        """VAR's `more_smooth` (visual quality, not FID): the next inputs mix code vectors with soft weights
+        softmax((l (1 + r) + g) / tau), tau = max(gumbel (1 - 0.95 r), 0.005), r = k / (S - 1), g ~ Gumbel, on
+        the guided, top-k/top-p filtered logits l. gumbel=0.27 is VAR's. The sampled ids are still the tokens
+        (decoding them gives the hard-token image). Returns code vectors (B, Cq, h, w)."""
+        opts: SampleOptions = state.cache["opts"]
+        rng = state.cache.get("rng")
+        if rng is None:
+            raise ValueError("Gumbel smoothing needs the sampling loop's rng; sample through argen.generate")
+        k, S = state.step, state.num_steps
+        logits = state.cache["logits"].float()  # (R, T, V)
+        if logits.shape[0] != state.tokens.shape[0]:  # [cond; uncond] rows: guide as the loop did
+            scale = guidance_scale(opts.cfg, opts.cfg_schedule, step=k, num_steps=S, progress=self.progress(state),
+                                   interval=opts.cfg_interval)
+            logits = combine(logits, scale)
+        logits = top_p_filter(top_k_filter(logits, opts.top_k), opts.top_p)
+        r = k / max(S - 1, 1)
+        tau = max(opts.gumbel * (1 - 0.95 * r), 0.005)
+        noise = -torch.empty_like(logits).exponential_(generator=rng).log()  # Gumbel(0, 1)
+        weights = ((logits * (1 + r) + noise) / tau).softmax(-1)  # (B, T, V)
+        h, w = self.config.scales[k]
+        codes = weights @ self.quantizer.embedding.weight.to(weights.dtype)  # (B, T, Cq)
+        return codes.transpose(1, 2).reshape(codes.shape[0], -1, h, w)  # (B, T, Cq) -> (B, Cq, h, w)
 
     def progress(self, state: DecodeState) -> float:
         return state.step / max(state.num_steps - 1, 1)

@@ -239,5 +239,15 @@ def convert(tokenizer_path: str | os.PathLike, generator_path: str | os.PathLike
     return tokenizer.eval(), generator.eval(), notes
 
 
-__all__ = ["convert", "tokenizer_state", "generator_state", "scales_from_state", "tokenizer_config_from_state",
+def convert_pipeline(tokenizer_path: str | os.PathLike, generator_path: str | os.PathLike):
+    """Official VAR files -> an argen Pipeline with VAR's FID sampling defaults (cfg 1.5 linear in the scale
+    index = argen cfg 2.5 with cfg_schedule="linear_scale", top-k 900, top-p 0.96). Returns (pipeline, notes)."""
+    from ..pipeline import Pipeline
+
+    tokenizer, generator, notes = convert(tokenizer_path, generator_path)
+    pipe = Pipeline.from_parts(tokenizer, generator, cfg=2.5, cfg_schedule="linear_scale", top_k=900, top_p=0.96)
+    return pipe.eval(), notes
+
+
+__all__ = ["convert", "convert_pipeline", "tokenizer_state", "generator_state", "scales_from_state", "tokenizer_config_from_state",
            "generator_config_from_state", "quantizer_config_from_state"]

@@ -66,3 +66,56 @@ def var_tiny() -> Config:
     return _next_scale(vocab_size=256, num_classes=10, scales=TINY_SCALES, depth=3, dim=128, num_heads=4,
                        quantizer=_msvq(dim=8, codebook_size=256, scales=TINY_SCALES), init_adaln_gamma=1e-3,
                        drop_path=0.0, class_dropout=0.1)
+
+
+# ----------------------------------------------------------------------------- pipelines (tokenizer + generator)
+
+def _pipeline(tokenizer: Config, generator: Config, **fields) -> Config:
+    from ..pipeline import PipelineConfig
+
+    return PipelineConfig(tokenizer=tokenizer, generator=generator, **fields)
+
+
+@preset("fmnist-var-tiny", "Fashion-MNIST class-conditional next-scale: msvq-tiny (32 px, scales 1,2,4,8) + var-tiny")
+def fmnist_var_tiny() -> Config:
+    from . import get_config
+    from .pipelines import FASHION_MNIST_CLASSES
+
+    return _pipeline(get_config("msvq-tiny"), var_tiny(), class_names=FASHION_MNIST_CLASSES, cfg=2.0,
+                     cfg_schedule="linear_scale", top_k=0)
+
+
+def _imagenet_var(generator: Config, scales=VAR_SCALES_256) -> Config:
+    from . import get_config
+
+    tok = get_config("msvq-f16-c4096")
+    side = scales[-1][0]
+    tok = tok.replace(resolution=16 * side, net=tok.net.replace(attn_resolutions=(side,)),
+                      quantizer=tok.quantizer.replace(scales=scales))
+    # VAR's FID protocol: cfg 1.5 (argen 2.5, linear in the scale index), top-k 900, top-p 0.96
+    return _pipeline(tok, generator, cfg=2.5, cfg_schedule="linear_scale", top_k=900, top_p=0.96)
+
+
+@preset("imagenet-var-d16", "VAR VQVAE + VAR-d16, 256 px, VAR's FID sampling (cfg 1.5 linear in scale, top-k 900, top-p 0.96)")
+def imagenet_var_d16() -> Config:
+    return _imagenet_var(var_d16())
+
+
+@preset("imagenet-var-d20", "VAR VQVAE + VAR-d20, 256 px, VAR's FID sampling")
+def imagenet_var_d20() -> Config:
+    return _imagenet_var(var_d20())
+
+
+@preset("imagenet-var-d24", "VAR VQVAE + VAR-d24, 256 px, VAR's FID sampling")
+def imagenet_var_d24() -> Config:
+    return _imagenet_var(var_d24())
+
+
+@preset("imagenet-var-d30", "VAR VQVAE + VAR-d30, 256 px, VAR's FID sampling")
+def imagenet_var_d30() -> Config:
+    return _imagenet_var(var_d30())
+
+
+@preset("imagenet-var-d36", "VAR VQVAE + VAR-d36 (shared AdaLN), 512 px, scales 1..32, VAR's FID sampling")
+def imagenet_var_d36() -> Config:
+    return _imagenet_var(var_d36(), VAR_SCALES_512)

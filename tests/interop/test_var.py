@@ -150,3 +150,21 @@ def _save_tmp(state: dict) -> Path:
     path = Path(tempfile.mkdtemp()) / "file.pth"
     torch.save(state, path)
     return path
+
+
+def test_cli_convert_writes_a_loadable_pipeline(tmp_path, capsys):
+    from argen.cli import main
+
+    torch.save(vae_state(), tmp_path / "vae.pth")
+    torch.save(var_state("perblock"), tmp_path / "var_d2.pth")
+    rc = main(["convert", "var", "--tokenizer", str(tmp_path / "vae.pth"), "--generator", str(tmp_path / "var_d2.pth"),
+               "--out", str(tmp_path / "pipe")])
+    assert rc == 0 and "checked and dropped 4 buffers" in capsys.readouterr().out
+    pipe = argen.load(tmp_path / "pipe")
+    assert pipe.config.cfg_schedule == "linear_scale" and pipe.config.top_k == 900
+    labels = GOLD["perblock/sample_labels"]
+    tokens = pipe.sample_tokens(labels, cfg=1 + VAR_CFG, temperature=0, top_k=0, top_p=1.0)
+    assert torch.equal(tokens, GOLD["perblock/sample_ids"])
+    assert main(["convert", "var", "--tokenizer", str(tmp_path / "var_d2.pth"), "--generator",
+                 str(tmp_path / "var_d2.pth"), "--out", str(tmp_path / "bad")]) == 1
+    assert "not a VAR VQVAE checkpoint" in capsys.readouterr().err
