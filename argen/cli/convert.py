@@ -79,3 +79,25 @@ def _convert_llamagen(args: argparse.Namespace) -> int:
         say(line)
     say(f"wrote {out} (load with argen.load('{out}'))")
     return 0
+
+
+# ----------------------------------------------------------------------------- VAR
+
+def _var_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tokenizer", required=True, metavar="PTH", help="official VQVAE checkpoint vae_ch160v4096z32.pth")
+    p.add_argument("--generator", required=True, metavar="PTH",
+                   help="official VAR transformer, e.g. var_d16.pth (depth, width, scales are read from the weights)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output pipeline directory (config.json + model.safetensors)")
+
+
+@source("var", "VAR multi-scale VQVAE + next-scale transformer (FoundationVision/VAR, d16..d36)", _var_arguments)
+def _convert_var(args: argparse.Namespace) -> int:
+    from .. import save
+    from ..interop.var import convert_pipeline
+
+    pipe, notes = convert_pipeline(args.tokenizer, args.generator)
+    out = save(pipe, args.out)
+    for line in notes:
+        say(line)
+    say(f"wrote {out} (load with argen.load('{out}'); sample with `argen sample {out}`)")
+    return 0
