@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ..conditioning.labels import ClassEmbedder, as_cond
 from ..heads.categorical import CategoricalHead
-from ..nn import Block, KVCache, RMSNorm, grid_rope_table, llama_hidden_dim
+from ..nn import Block, KVCache, Linear, RMSNorm, grid_rope_table, llama_hidden_dim
 from ..registry import register
 from ..types import Cond, DecodeState, LossOutput, SampleOptions
 from .base import Generator, GeneratorConfig
@@ -101,7 +101,7 @@ class RasterGenerator(Generator):
                   drop_path=rates[i])
             for i in range(c.depth))
         self.norm = RMSNorm(c.dim, c.norm_eps)
-        self.output = nn.Linear(c.dim, c.vocab_size, bias=False)
+        self.output = Linear(c.dim, c.vocab_size, bias=False)
         self.head = CategoricalHead()
         h, w = c.grid
         cos, sin = grid_rope_table(h, w, c.head_dim, base=c.rope_base, num_prefix=c.prefix_len,
@@ -125,9 +125,19 @@ class RasterGenerator(Generator):
         """Transformer over x (R, T, C) occupying sequence slots start..start+T-1; logits (R, T, V) fp32."""
         T = x.shape[1]
         rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T])  # views, (T, D/2)
+        return self._trunk(x, rope, causal=cache is None, cache=cache)
+
+    def _trunk(self, x: Tensor, rope: tuple[Tensor, Tensor], *, causal: bool = False, mask: Tensor | None = None,
+               cache: KVCache | None = None) -> Tensor:
+        """Blocks, final norm and output projection over x (R, T, C) with RoPE tables (T or R x T, D/2) and an
+        optional attention mask (T, length); logits (R, T, V) fp32. Subclasses with other orders call this."""
         for i, layer in enumerate(self.layers):
-            x = layer(x, rope=rope, causal=cache is None, kv=None if cache is None else cache.layers[i])
+            x = layer(x, rope=rope, mask=mask, causal=causal, kv=None if cache is None else cache.layers[i])
         return self.output(self.norm(x)).float()
+
+    def _embed(self, tokens: Tensor, start: int) -> Tensor:
+        """Input embeddings (B, T, C) of tokens (B, T) that sit at token indices start..start+T-1."""
+        return self.tok_embeddings(tokens)
 
     def forward(self, tokens: Tensor, labels: Tensor) -> Tensor:
         """Teacher-forced logits (B, N, V) for tokens (B, N) given class labels (B,) (-1 = unconditional)."""
@@ -135,7 +145,7 @@ class RasterGenerator(Generator):
         return self._logits(tokens, ids)
 
     def _logits(self, tokens: Tensor, ids: Tensor) -> Tensor:
-        x = torch.cat([self.cls_embedding(ids), self.tok_embeddings(tokens[:, :-1])], dim=1)  # (B, P + N - 1, C)
+        x = torch.cat([self.cls_embedding(ids), self._embed(tokens[:, :-1], 0)], dim=1)  # (B, P + N - 1, C)
         logits = self._run(self.tok_dropout(x), 0)  # (B, P + N - 1, V)
         return logits[:, self.config.prefix_len - 1:]  # (B, N, V): position P-1+i predicts z_i
 
@@ -177,7 +187,7 @@ class RasterGenerator(Generator):
         if t == 0:
             x, start = self.cls_embedding(state.cache["ids"]), 0  # (R, P, C)
         else:
-            x = self.tok_embeddings(state.tokens[:, t - 1:t])  # (B, 1, C)
+            x = self._embed(state.tokens[:, t - 1:t], t - 1)  # (B, 1, C)
             rows = state.cache["rows"]
             if rows != x.shape[0]:
                 x = x.repeat(rows // x.shape[0], 1, 1)  # (R, 1, C): same token for cond and uncond rows

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from .fast_linear import Linear
+
 
 class AdaLNModulation(nn.Sequential):
     """SiLU -> Linear(cond_dim, chunks * dim); `forward(c)` returns `chunks` tensors (B, 1, dim)."""
 
     def __init__(self, cond_dim: int, dim: int, chunks: int):
-        super().__init__(nn.SiLU(), nn.Linear(cond_dim, chunks * dim))
+        super().__init__(nn.SiLU(), Linear(cond_dim, chunks * dim))
         self.chunks, self.dim = chunks, dim
 
     def forward(self, cond: Tensor) -> tuple[Tensor, ...]:

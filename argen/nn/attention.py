@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .fast_linear import Linear
 from .kv_cache import LayerKV
 from .rope import apply_rope
 
@@ -41,11 +42,11 @@ class Attention(nn.Module):
         inner = num_heads * self.head_dim
         if qkv_bias not in (False, True, "qv"):
             raise ValueError(f"unknown qkv_bias {qkv_bias!r}; choose False, True or 'qv' (q and v only)")
-        self.wqkv = nn.Linear(dim, 3 * inner, bias=qkv_bias is True)
+        self.wqkv = Linear(dim, 3 * inner, bias=qkv_bias is True)
         if qkv_bias == "qv":
             self.q_bias = nn.Parameter(torch.zeros(inner))
             self.v_bias = nn.Parameter(torch.zeros(inner))
-        self.wo = nn.Linear(inner, dim, bias=out_bias)
+        self.wo = Linear(inner, dim, bias=out_bias)
         self.qk_norm = qk_norm
         if qk_norm == "l2":
             self.qk_scale = nn.Parameter(torch.full((1, num_heads, 1, 1), math.log(4.0)))

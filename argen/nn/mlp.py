@@ -9,6 +9,8 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .fast_linear import Linear
+
 MlpKind = Literal["swiglu", "gelu", "gelu_tanh"]
 
 
@@ -27,9 +29,9 @@ class SwiGLU(nn.Module):
 
     def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
         super().__init__()
-        self.w1 = nn.Linear(dim, hidden, bias=False)
-        self.w3 = nn.Linear(dim, hidden, bias=False)
-        self.w2 = nn.Linear(hidden, dim, bias=False)
+        self.w1 = Linear(dim, hidden, bias=False)
+        self.w3 = Linear(dim, hidden, bias=False)
+        self.w2 = Linear(hidden, dim, bias=False)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -41,8 +43,8 @@ class GeluMLP(nn.Module):
 
     def __init__(self, dim: int, hidden: int, dropout: float = 0.0, approximate: str = "none"):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc1 = Linear(dim, hidden)
+        self.fc2 = Linear(hidden, dim)
         self.approximate = approximate
         self.dropout = nn.Dropout(dropout)
 

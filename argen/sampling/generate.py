@@ -2,7 +2,7 @@
 
 It owns everything that is not paradigm-specific — option parsing, the explicit random generator, CFG batch
 doubling and the guidance schedule, batching, eval/inference mode and the editing hook — and drives the
-generator's state machine `begin -> (predict -> head.guide -> head.sample -> commit -> force)* -> result`
+generator's state machine `begin -> randomize -> (predict -> head.guide -> head.sample -> commit -> force)* -> result`
 (see argen/generators/base.py).
 
 Editing: `force=Force(tokens, mask)` (or a `(tokens, mask)` tuple) gives known tokens in layout order and a
@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..conditioning.labels import as_cond
+from ..nn.fast_linear import packed_linears
 from ..types import Cond, SampleOptions
 from . import guidance
 
@@ -50,8 +51,8 @@ def generate(generator, cond: Cond | Tensor | Sequence[int], *, cfg: float = 1.0
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, num_steps: int | None = None,
              gumbel: float = 0.0, seed: int | None = None, rng: torch.Generator | None = None,
              batch_size: int | None = None, force: Force | tuple[Tensor, Tensor] | None = None,
-             options: SampleOptions | None = None,
-             callback: Callable[[int, int], None] | None = None) -> Tensor:
+             options: SampleOptions | None = None, callback: Callable[[int, int], None] | None = None,
+             pack_weights: bool | None = None) -> Tensor:
     """Sample tokens (B, L) in layout order from `generator` for conditioning `cond`.
 
     cond: class ids (LongTensor or list; -1 = unconditional) or a `Cond`.
@@ -61,6 +62,7 @@ def generate(generator, cond: Cond | Tensor | Sequence[int], *, cfg: float = 1.0
     batch_size: split B into chunks of this many samples (bounded memory); chunks share the rng.
     force: editing hook (see module docstring). options: a SampleOptions instead of the individual knobs.
     callback(step, num_steps) is called after every step (progress bars).
+    pack_weights: CPU fast path with prepacked weights for the run (see nn/fast_linear.py); None = automatic.
     """
     device = generator.device
     cond = as_cond(cond, device)
@@ -85,7 +87,8 @@ def generate(generator, cond: Cond | Tensor | Sequence[int], *, cfg: float = 1.0
     was_training = generator.training
     generator.eval()
     try:
-        with torch.inference_mode():
+        rows = min(chunk, total) * (2 if opts.cfg != 1.0 else 1)
+        with torch.inference_mode(), packed_linears(generator, rows, enabled=pack_weights):
             outs = [_generate_batch(generator, _cond_rows(cond, s, s + chunk), opts, rng,
                                     None if force is None else force.rows(s, s + chunk), callback)
                     for s in range(0, total, chunk)]
@@ -100,6 +103,7 @@ def _generate_batch(generator, cond: Cond, opts: SampleOptions, rng: torch.Gener
     guided = opts.cfg != 1.0
     run_cond = guidance.double(cond, generator.null_cond(cond)) if guided else cond  # (2B or B rows)
     state = generator.begin(run_cond, batch_size=B, opts=opts)
+    generator.randomize(state, rng)
     head = generator.head
     if force is not None:
         generator.force(state, force.tokens, force.mask)
