@@ -73,7 +73,7 @@ def _tiny(quantizer: Config) -> Config:
 @preset("vq-tiny", "tiny f4 VQ tokenizer: 256 l2-normalised 8-d codes, k-means init, EMA, dead-code restarts; 32 px")
 def vq_tiny() -> Config:
     return _tiny(_quantizer("vq", dim=8, codebook_size=256, metric="cosine", kmeans_iters=10, ema_decay=0.99,
-                                 dead_after=20))
+                                dead_after=20))
 
 
 @preset("rvq-tiny", "tiny f4 residual-VQ tokenizer: depth 2 x 16 codes (8 bits per position); 32 px -> 8x8x2")
