@@ -153,3 +153,19 @@ class Generator(nn.Module):
     def progress(self, state: DecodeState) -> float:
         """Fraction of the output generated before the current step (drives CFG schedules)."""
         return state.step / max(state.num_steps, 1)
+
+
+class GeneratorTask(nn.Module):
+    """Training task for `argen.train.Trainer`: a batch `(tokens, labels)` from a token cache -> the generator's
+    loss. CFG label dropout draws from the loop's generator (`ctx.rng`), so resumed runs replay exactly."""
+
+    def __init__(self, generator: Generator):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, batch, ctx) -> LossOutput:
+        tokens, labels = batch
+        return self.generator.loss(tokens, Cond(labels=labels.long()), rng=ctx.rng)
+
+    def ema_module(self) -> nn.Module:
+        return self.generator
