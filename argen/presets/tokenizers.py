@@ -88,12 +88,12 @@ def fsq_tiny() -> Config:
 
 @preset("lfq-tiny", "tiny f4 LFQ tokenizer: 8 sign bits (256 codes) with entropy penalty; 32 px -> 8x8")
 def lfq_tiny() -> Config:
-    return _tiny(_quantizer("lfq", dim=8))
+    return _tiny(_quantizer("lfq", dim=8, bits=8))
 
 
 @preset("bsq-tiny", "tiny f4 BSQ tokenizer: 8 bits on the unit sphere (256 codes); 32 px -> 8x8")
 def bsq_tiny() -> Config:
-    return _tiny(_quantizer("bsq", dim=8))
+    return _tiny(_quantizer("bsq", dim=8, bits=8))
 
 
 @preset("msvq-tiny", "tiny f4 multi-scale VQ (VAR-style): 256 codes shared by scales 1,2,4,8 (85 tokens); 32 px")
