@@ -10,7 +10,7 @@ demo: setup
 	$(PY) -m argen demo --out runs/demo
 
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -p no:cacheprovider
 
 test-fast:
-	$(PY) -m pytest -q -x -m "not slow"
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -x -m "not slow"
