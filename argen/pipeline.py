@@ -86,7 +86,7 @@ class Pipeline(nn.Module):
         return pipe
 
     def labels_for(self, names: Sequence[str | int]) -> list[int]:
-        """Class ids from names or ids ("sneaker", "7", 7); -1 / "none" = unconditional."""
+        """Class ids from names (case-insensitive) or ids ("sneaker", "7", 7); -1 / "none" = unconditional."""
         out = []
         for n in names:
             s = str(n).strip()
@@ -94,8 +94,8 @@ class Pipeline(nn.Module):
                 out.append(int(s))
             elif s.lower() in ("none", "null", "uncond"):
                 out.append(-1)
-            elif s in self.config.class_names:
-                out.append(self.config.class_names.index(s))
+            elif s.lower() in (lowered := [c.lower() for c in self.config.class_names]):
+                out.append(lowered.index(s.lower()))
             else:
                 known = ", ".join(self.config.class_names) or "(this pipeline has no class names; use ids)"
                 raise ValueError(f"unknown class {s!r}; use an id in [0, {self.generator.config.num_classes}) or one of: {known}")
