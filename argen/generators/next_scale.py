@@ -211,12 +211,18 @@ class NextScaleGenerator(Generator):
         """Class ids (R,) -> the AdaLN condition: (R, C), or (R, 1, 6, C) with shared AdaLN."""
         return self.class_emb.embedding_table(ids)
 
-    def _run(self, x: Tensor, cond_vec: Tensor, *, mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
-        """Blocks + head over x (R, T, C); logits (R, T, V) in fp32."""
+    def _modulations(self, cond_vec: Tensor) -> list[tuple[Tensor, ...]]:
+        """AdaLN vectors of every block and the head for class vectors (R, C): [6 x (R, 1, C)] * depth + [2 x ...].
+        They depend on the class only, so sampling computes them once per run instead of once per scale."""
         mod = torch.stack(self.shared_ada_lin(cond_vec), dim=2) if self.config.shared_adaln else cond_vec  # (R,1,6,C)
+        return [b.modulation(mod) for b in self.blocks] + [self.head_ada_lin(cond_vec)]
+
+    def _run(self, x: Tensor, mods: list[tuple[Tensor, ...]], *, mask: Tensor | None = None,
+             cache: KVCache | None = None) -> Tensor:
+        """Blocks + head over x (R, T, C) with precomputed modulations; logits (R, T, V) in fp32."""
         for i, b in enumerate(self.blocks):
-            x = b(x, mask=mask, kv=None if cache is None else cache.layers[i], cond=mod)
-        scale, shift = self.head_ada_lin(cond_vec)  # 2 x (R, 1, C)
+            x = b(x, mask=mask, kv=None if cache is None else cache.layers[i], modulation=mods[i])
+        scale, shift = mods[-1]  # 2 x (R, 1, C)
         return self.output(modulate(self.head_norm(x), scale, shift)).float()
 
     def _embed_scale(self, k: int, rows: int, cond_vec: Tensor | None = None, feats: Tensor | None = None) -> Tensor:
@@ -238,7 +244,7 @@ class NextScaleGenerator(Generator):
         sos = cond_vec.unsqueeze(1) + self.pos_start  # (B, first_len, C)
         x = torch.cat([sos, self.word_embed(feats)], dim=1)  # (B, L, C)
         x = x + self.level_embed(self.levels) + self.pos_embed
-        return self._run(x, cond_vec, mask=self.block_mask)
+        return self._run(x, self._modulations(cond_vec), mask=self.block_mask)
 
     def loss(self, tokens: Tensor, cond: Cond | Tensor, *, rng: torch.Generator | None = None) -> LossOutput:
         """Mean CE over all L tokens (VAR weights every token 1/L, so the finest scale dominates);
@@ -274,8 +280,10 @@ class NextScaleGenerator(Generator):
         cache = KVCache(c.depth, rows, c.heads, c.num_tokens, c.width // c.heads, dtype=self.dtype, device=device)
         tokens = torch.zeros(batch_size, c.num_tokens, dtype=torch.long, device=device)
         known = torch.zeros(batch_size, c.num_tokens, dtype=torch.bool, device=device)
+        cond_vec = self._cond_vector(ids)
         return DecodeState(tokens, known, step=0, num_steps=len(c.scales),
-                           cache={"kv": cache, "cond_vec": self._cond_vector(ids), "rows": rows, "f_hat": None,
+                           cache={"kv": cache, "cond_vec": cond_vec, "mods": self._modulations(cond_vec),
+                                  "rows": rows, "f_hat": None,
                                   "opts": opts, "soft": None})
 
     def predict(self, state: DecodeState) -> Tensor:
@@ -292,7 +300,10 @@ class NextScaleGenerator(Generator):
             prev = state.tokens[:, a:b]
             h_k = self.quantizer.embed_scale(prev.view(-1, h, w))  # (B, Cq, h, w)
             if state.cache["soft"] is not None:  # Gumbel smoothing, except where editing forced a token
-                forced = (prev != state.cache["sampled"]).view(-1, 1, h, w)
+                forced = prev != state.cache["sampled"]
+                if state.cache.get("forced") is not None:  # also where the forced token equals the sampled one
+                    forced = forced | state.cache["forced"][:, a:b]
+                forced = forced.view(-1, 1, h, w)
                 h_k = torch.where(forced, h_k, state.cache["soft"].to(h_k.dtype))
             # f_hat += Phi(BicubicUp(h_k)); next input = AreaDown(f_hat, scale k)
             state.cache["f_hat"], nxt = self.quantizer.next_scale_step(state.cache["f_hat"], h_k, k - 1)
@@ -302,7 +313,7 @@ class NextScaleGenerator(Generator):
                 x = x.repeat(rows // x.shape[0], 1, 1)  # (R, T, C): the same input for cond and uncond rows
         a, b = self.config.bounds[k]
         kv.prepare(a, b - a, causal=False)  # the scale's tokens see each other and every coarser scale
-        logits = self._run(x, cond_vec, cache=kv)
+        logits = self._run(x, state.cache["mods"], cache=kv)
         state.cache["logits"] = logits
         return logits
 
@@ -314,6 +325,11 @@ class NextScaleGenerator(Generator):
         state.cache["soft"] = self._gumbel_weights(state) if state.cache["opts"].gumbel > 0 else None
         state.cache["sampled"] = tokens
         state.step = k + 1
+
+    def force(self, state: DecodeState, tokens: Tensor, mask: Tensor) -> None:
+        """Known positions keep `tokens` in every scale; remembered so Gumbel smoothing never softens them."""
+        super().force(state, tokens, mask)
+        state.cache["forced"] = mask
 
     def randomize(self, state: DecodeState, rng: torch.Generator) -> None:
         state.cache["rng"] = rng  # Gumbel smoothing draws its noise from the loop's generator

@@ -60,18 +60,25 @@ class Block(nn.Module):
         if shared_adaln:
             self.ada_gss = nn.Parameter(torch.zeros(1, 1, 6, dim))
 
+    def modulation(self, cond: Tensor) -> tuple[Tensor, ...]:
+        """The six AdaLN vectors (gate1, gate2, scale1, scale2, shift1, shift2), each (B, 1, C), for `cond`
+        ((B, adaln_dim), or (B, 1, 6, C) with shared_adaln). Decoders that reuse one condition for many
+        steps compute them once and pass `modulation=` to forward."""
+        if hasattr(self, "ada_gss"):
+            return (self.ada_gss + cond).unbind(2)  # 6 x (B, 1, C)
+        return self.ada_lin(cond)  # 6 x (B, 1, C), VAR's order
+
     def forward(self, x: Tensor, *, rope: tuple[Tensor, Tensor] | None = None, mask: Tensor | None = None,
-                causal: bool = False, kv: LayerKV | None = None, cond: Tensor | None = None) -> Tensor:
+                causal: bool = False, kv: LayerKV | None = None, cond: Tensor | None = None,
+                modulation: tuple[Tensor, ...] | None = None) -> Tensor:
         attn = dict(rope=rope, mask=mask, causal=causal, kv=kv)
-        shared = hasattr(self, "ada_gss")
-        if self.ada_lin is None and not shared:
+        if self.ada_lin is None and not hasattr(self, "ada_gss"):
             x = x + self.drop_path(self.attention(self.attention_norm(x), **attn))
             return x + self.drop_path(self.feed_forward(self.ffn_norm(x)))
-        if cond is None:
-            raise ValueError("this block uses AdaLN: pass cond (B, adaln_dim), or (B, 1, 6, C) with shared_adaln")
-        if shared:
-            gate1, gate2, scale1, scale2, shift1, shift2 = (self.ada_gss + cond).unbind(2)  # 6 x (B, 1, C)
-        else:
-            gate1, gate2, scale1, scale2, shift1, shift2 = self.ada_lin(cond)  # 6 x (B, 1, C), VAR's order
+        if modulation is None:
+            if cond is None:
+                raise ValueError("this block uses AdaLN: pass cond (B, adaln_dim), or (B, 1, 6, C) with shared_adaln")
+            modulation = self.modulation(cond)
+        gate1, gate2, scale1, scale2, shift1, shift2 = modulation
         x = x + self.drop_path(gate1 * self.attention(modulate(self.attention_norm(x), scale1, shift1), **attn))
         return x + self.drop_path(gate2 * self.feed_forward(modulate(self.ffn_norm(x), scale2, shift2)))
