@@ -35,6 +35,7 @@ from ..conditioning.labels import ClassEmbedder, as_cond
 from ..errors import ConfigError
 from ..heads.categorical import CategoricalHead
 from ..nn import AdaLNModulation, Block, KVCache, LayerNorm, modulate
+from ..nn.fast_linear import Linear
 from ..registry import register
 from ..sampling.guidance import combine, guidance_scale
 from ..sampling.logits import top_k_filter, top_p_filter
@@ -152,7 +153,7 @@ class NextScaleGenerator(Generator):
             for i in range(c.depth))
         self.head_norm = LayerNorm(C, c.norm_eps, affine=False)
         self.head_ada_lin = AdaLNModulation(C, C, 2)
-        self.output = nn.Linear(C, c.vocab_size)
+        self.output = Linear(C, c.vocab_size)  # nn.Linear that may use prepacked weights while sampling
         self.head = CategoricalHead()
         levels = torch.cat([torch.full((h * w,), k) for k, (h, w) in enumerate(c.scales)])  # (L,)
         self.register_buffer("levels", levels, persistent=False)

@@ -61,7 +61,7 @@ class Attention(nn.Module):
         B, L, _ = x.shape
         if hasattr(self, "q_bias"):  # q|0|v bias (VAR)
             bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
-            qkv = F.linear(x, self.wqkv.weight, bias).view(B, L, 3, self.num_heads, self.head_dim)
+            qkv = (self.wqkv(x) + bias).view(B, L, 3, self.num_heads, self.head_dim)  # wqkv may use packed weights
         else:
             qkv = self.wqkv(x).view(B, L, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, L, D)
