@@ -13,5 +13,5 @@ for _name in ("pixel", "random_order", "masked", "next_scale", "mar"):
     if importlib.util.find_spec(f"{__name__}.{_name}") is not None:
         importlib.import_module(f"{__name__}.{_name}")
 
-__all__ = ["Generator", "GeneratorConfig", "RasterConfig", "RasterGenerator", "RandomOrderConfig", "RandomOrderGenerator",
-           "PixelGenerator", "PixelGeneratorConfig"]
+__all__ = ["Generator", "GeneratorConfig", "RasterConfig", "RasterGenerator", "RandomOrderConfig",
+           "RandomOrderGenerator", "PixelGenerator", "PixelGeneratorConfig"]

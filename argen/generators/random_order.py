@@ -108,7 +108,8 @@ class RandomOrderGenerator(RasterGenerator):
         if isinstance(spec, int) and not isinstance(spec, bool):
             return self.random_orders(batch_size, torch.Generator().manual_seed(spec))  # CPU: same on every device
         if not isinstance(spec, Tensor):
-            raise ValueError(f"decoding order must be 'random', 'raster', an int seed or a LongTensor, got {type(spec)}")
+            raise ValueError(f"decoding order must be 'random', 'raster', an int seed or a LongTensor; got "
+                             f"{type(spec).__name__}")
         order = spec.to(self.device, torch.long)
         if order.dim() == 1:
             order = order.expand(batch_size, -1)
