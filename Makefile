@@ -7,7 +7,7 @@ setup:
 	bash scripts/setup.sh
 
 demo: setup
-	$(PY) -m argen demo --out runs/demo
+	bash scripts/demo.sh runs/demo
 
 test: setup
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -p no:cacheprovider
