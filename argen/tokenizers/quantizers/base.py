@@ -17,6 +17,7 @@ state. Eval-mode forwards never communicate (evaluation may run on a single rank
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -70,11 +71,26 @@ def broadcast_(t: Tensor, src: int = 0) -> Tensor:
 # ----------------------------------------------------------------------------- statistics
 
 def histogram_stats(counts: Tensor) -> tuple[Tensor, Tensor]:
-    """(usage, perplexity) of a code histogram (..., V), averaged over leading groups."""
+    """(usage, perplexity) of code histograms (G, V), averaged over the G groups.
+
+    Entropy as log n - sum(c log c) / n over the raw counts (no normalised copy).
+    """
     counts = counts.float()
-    usage = (counts > 0).float().mean(-1)
-    p = counts / counts.sum(-1, keepdim=True).clamp_min(1)
-    entropy = -(p * p.clamp_min(1e-30).log()).sum(-1)
+    n = counts.sum(-1).clamp_min(1)
+    usage = torch.count_nonzero(counts, dim=-1).float() / counts.shape[-1]
+    entropy = n.log() - (counts * counts.clamp_min(1).log()).sum(-1) / n  # xlogy is ~4x slower on CPU
+    return usage.mean(), entropy.exp().mean()
+
+
+def _stats_of_hits(hits: Tensor, codes: int) -> tuple[Tensor, Tensor]:
+    """(usage, perplexity) from hits (G, N) = the batch count of each sample's own code.
+
+    A code hit c times appears c times with value c, so sum 1/hits = distinct codes and
+    mean log hits = sum_c (c/n) log c = log n - entropy.
+    """
+    n = hits.shape[-1]
+    usage = hits.reciprocal().sum(-1).round() / codes
+    entropy = math.log(max(n, 1)) - hits.log().mean(-1)
     return usage.mean(), entropy.exp().mean()
 
 
@@ -141,15 +157,22 @@ class Quantizer(nn.Module):
         groups, codes = self._usage_groups, self.codes_per_group
         ids = ids.reshape(groups, -1)
         if codes <= MAX_TRACKED_CODES:
-            offsets = torch.arange(groups, device=ids.device).unsqueeze(1) * codes
-            counts = torch.bincount((ids + offsets).flatten(), minlength=groups * codes).view(groups, codes)  # (G, V)
+            if groups > 1:
+                ids = ids + torch.arange(groups, device=ids.device).unsqueeze(1) * codes
+            counts = torch.bincount(ids.flatten(), minlength=groups * codes)  # (G*V,)
             if self.training:
-                all_reduce_sum_(counts)
                 self.usage_step += 1
-                self.last_used.masked_fill_(counts > 0, int(self.usage_step))
-            usage, perplexity = histogram_stats(counts)
-            recent = (self.last_used >= 0) & (self.last_used > self.usage_step - self.config.usage_window)
-            window = recent.float().mean()
+            if self.training and distributed():  # global histogram: every rank tracks the same codes
+                all_reduce_sum_(counts)
+                self.last_used.masked_fill_(counts.view(groups, codes) > 0, int(self.usage_step))
+                usage, perplexity = histogram_stats(counts.view(groups, codes))
+            else:  # O(N) instead of O(V) passes; same numbers
+                if self.training:
+                    self.last_used.view(-1).index_fill_(0, ids.flatten(), int(self.usage_step))
+                usage, perplexity = _stats_of_hits(counts[ids].float(), codes)
+            # last_used is -1 for never-hit codes, so the threshold never drops below -1.
+            threshold = max(int(self.usage_step) - self.config.usage_window, -1)
+            window = (self.last_used > threshold).sum() / self.last_used.numel()
         else:  # huge vocabularies: count distinct ids of this batch only
             per_group = [torch.unique(g, return_counts=True)[1] for g in ids]
             usage = torch.stack([c.numel() / torch.tensor(float(codes)) for c in per_group]).mean()

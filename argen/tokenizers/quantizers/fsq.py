@@ -4,7 +4,7 @@ Each of the d = len(levels) channels is bounded with tanh to L_i values and roun
 the implicit codebook is the grid prod_i L_i; nothing is learned and there is no auxiliary loss. Channel i
 takes the integer digit k_i in [0, L_i) and the id is the mixed-radix number sum_i k_i * prod_{j<i} L_j
 (first channel least significant). Code values are (k_i - L_i // 2) / (L_i // 2), in [-1, 1].
-`dim != len(levels)` adds linear in/out projections.
+`dim != len(levels)` adds 1x1-conv in/out projections.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ... import registry
 from ...types import QuantOutput
-from .base import Quantizer, QuantizerConfig, flatten_channels_last, unflatten_channels_last
+from .base import Quantizer, QuantizerConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,46 +34,56 @@ class FSQConfig(QuantizerConfig):
 
 @registry.register("fsq", FSQConfig)
 class FiniteScalarQuantizer(Quantizer):
-    """FSQ. ids (B, H, W) int64."""
+    """FSQ. ids (B, H, W) int64. Works channel-first: per-channel constants broadcast over H*W."""
 
     config: FSQConfig
 
     def __init__(self, config: FSQConfig):
         super().__init__(config)
         d = len(config.levels)
-        self.proj_in = nn.Identity() if config.dim == d else nn.Linear(config.dim, d)
-        self.proj_out = nn.Identity() if config.dim == d else nn.Linear(d, config.dim)
+        # 1x1 convs = per-position linear maps, applied without leaving the (B, C, H, W) layout.
+        self.proj_in = nn.Identity() if config.dim == d else nn.Conv2d(config.dim, d, 1)
+        self.proj_out = nn.Identity() if config.dim == d else nn.Conv2d(d, config.dim, 1)
         levels = torch.tensor(config.levels, dtype=torch.long)
         basis = torch.cumprod(torch.cat([torch.ones(1, dtype=torch.long), levels[:-1]]), 0)
+        # Bounding constants: channel i is squashed to (-half_i - offset_i, half_i - offset_i) so that rounding
+        # yields L_i values (offset 1/2 for even L_i); shift makes 0 map to 0 before offsetting.
+        half = (levels.double() - 1) * (1 + 1e-3) / 2
+        offset = (levels % 2 == 0).double() * 0.5
+        col = lambda t: t.float().view(-1, 1, 1)  # noqa: E731  (d,) -> (d, 1, 1) to broadcast over (B, d, H, W)
         # Constants, not state: rebuilt from the config, kept out of checkpoints.
         self.register_buffer("levels", levels, persistent=False)
         self.register_buffer("basis", basis, persistent=False)
+        self.register_buffer("half_range", col(half), persistent=False)
+        self.register_buffer("neg_offset", col(-offset), persistent=False)
+        self.register_buffer("shift", col(torch.atanh(offset / half)), persistent=False)
+        self.register_buffer("half_width", col(levels // 2), persistent=False)
+        self.register_buffer("digit_weight", col(basis), persistent=False)
 
     @property
     def vocab_size(self) -> int:
         return math.prod(self.config.levels)
 
-    def _bound(self, x: Tensor) -> Tensor:
-        """Squash each channel to (-L/2, L/2) so rounding yields L values (offset by 1/2 for even L)."""
-        lv = self.levels.to(x.dtype)
-        half = (lv - 1) * (1 + 1e-3) / 2
-        offset = (self.levels % 2 == 0).to(x.dtype) * 0.5
-        shift = torch.atanh(offset / half)
-        return torch.tanh(x + shift) * half - offset
+    @property
+    def _id_offset(self) -> int:
+        """sum_i (L_i // 2) basis_i: the id of the all-lowest code shifted to zero."""
+        return sum((lv // 2) * math.prod(self.config.levels[:i]) for i, lv in enumerate(self.config.levels))
 
     def forward(self, z: Tensor) -> QuantOutput:
         self._check_input(z)
-        b, _, h, w = z.shape
-        x = self.proj_in(flatten_channels_last(z)).float()  # (N, d)
-        bounded = self._bound(x)
-        rounded = bounded + (bounded.round() - bounded).detach()  # straight-through rounding
-        half_width = (self.levels // 2).to(x.dtype)
-        codes = rounded / half_width  # (N, d) in [-1, 1]
-        digits = (rounded.detach().round().long() + self.levels // 2)  # (N, d) in [0, L_i)
-        ids = (digits * self.basis).sum(-1)  # (N,)
-        z_q = self.proj_out(codes.to(z.dtype))
-        return QuantOutput(z_q=unflatten_channels_last(z_q, (b, h, w)), ids=ids.view(b, h, w),
-                           loss=torch.zeros((), device=z.device, dtype=z.dtype), stats=self._usage(ids))
+        x = self.proj_in(z).float()  # (B, d, H, W)
+        bounded = torch.addcmul(self.neg_offset, torch.tanh(x + self.shift), self.half_range)
+        rounded = bounded.round()  # integers in [-L_i // 2, (L_i - 1) // 2]
+        # id = sum_i (rounded_i + L_i // 2) basis_i, mixed radix with channel 0 least significant
+        if self.vocab_size < 2**24:  # exact in fp32
+            ids = (rounded * self.digit_weight).sum(1).long() + self._id_offset  # (B, H, W)
+        else:
+            ids = (rounded.long() * self.basis.view(-1, 1, 1)).sum(1) + self._id_offset
+        if bounded.requires_grad:
+            rounded = bounded + (rounded - bounded).detach()  # straight-through rounding
+        z_q = self.proj_out((rounded / self.half_width).to(z.dtype))  # codes in [-1, 1]
+        return QuantOutput(z_q=z_q, ids=ids, loss=torch.zeros((), device=z.device, dtype=z.dtype),
+                           stats=self._usage(ids))
 
     def ids_to_codes(self, ids: Tensor) -> Tensor:
         """ids (...) -> code values (..., d) in [-1, 1]."""
@@ -82,7 +92,6 @@ class FiniteScalarQuantizer(Quantizer):
 
     def lookup(self, ids: Tensor) -> Tensor:
         """ids (B, H, W) -> z_q (B, C, H, W)."""
-        b, h, w = ids.shape
-        codes = self.ids_to_codes(ids.reshape(-1))  # (N, d)
+        codes = self.ids_to_codes(ids).permute(0, 3, 1, 2)  # (B, H, W, d) -> (B, d, H, W)
         p = next(self.proj_out.parameters(), None)
-        return unflatten_channels_last(self.proj_out(codes.to(p.dtype) if p is not None else codes), (b, h, w))
+        return self.proj_out(codes if p is None else codes.to(p.dtype))

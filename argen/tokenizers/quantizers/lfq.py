@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ... import registry
 from ...types import QuantOutput
-from .base import Quantizer, QuantizerConfig, distributed, flatten_channels_last, unflatten_channels_last
+from .base import Quantizer, QuantizerConfig, distributed, flatten_channels_last
 
 # Exact batch entropy materialises the 2^bits distribution: 2^24 fp32 = 64 MiB.
 MAX_EXACT_ENTROPY_BITS = 24
@@ -112,8 +112,9 @@ class LookupFreeQuantizer(Quantizer):
     def __init__(self, config: LFQConfig):
         super().__init__(config)
         d = config.bits
-        self.proj_in = nn.Identity() if config.dim == d else nn.Linear(config.dim, d)
-        self.proj_out = nn.Identity() if config.dim == d else nn.Linear(d, config.dim)
+        # 1x1 convs = per-position linear maps, applied without leaving the (B, C, H, W) layout.
+        self.proj_in = nn.Identity() if config.dim == d else nn.Conv2d(config.dim, d, 1)
+        self.proj_out = nn.Identity() if config.dim == d else nn.Conv2d(d, config.dim, 1)
         self.register_buffer("bit_values", 2 ** torch.arange(d - 1, -1, -1, dtype=torch.long), persistent=False)
 
     @property
@@ -127,28 +128,35 @@ class LookupFreeQuantizer(Quantizer):
     def forward(self, z: Tensor) -> QuantOutput:
         self._check_input(z)
         cfg = self.config
-        b, _, h, w = z.shape
-        x = self.proj_in(flatten_channels_last(z)).float()  # (N, d)
+        x = self.proj_in(z).float()  # (B, d, H, W): channel-first, bits broadcast over H*W
         if self.spherical:
-            x = F.normalize(x, dim=-1)
+            x = F.normalize(x, dim=1)
         positive = x > 0
         s = self.code_scale
-        q = torch.where(positive, s, -s)
-        ids = (positive.long() * self.bit_values).sum(-1)  # (N,)
+        bits = positive.to(x.dtype)
+        q = bits * (2 * s) - s  # (B, d, H, W) in {-s, +s}
+        ids = self._bits_to_ids(positive, bits)  # (B, H, W)
         commit = F.mse_loss(x, q) * cfg.commitment_weight
-        z_q = self.proj_out((x + (q - x).detach()).to(z.dtype))  # straight-through
+        z_q = x + (q - x).detach() if x.requires_grad else q  # straight-through
+        z_q = self.proj_out(z_q.to(z.dtype))
 
         stats = self._usage(ids)
         if self.training:
-            sample_h, batch_h = self._entropies(x)
+            sample_h, batch_h = self._entropies(flatten_channels_last(x))
             entropy = cfg.sample_entropy_weight * sample_h - cfg.batch_entropy_weight * batch_h
             loss = commit + cfg.entropy_weight * entropy
         else:  # the penalty is a training regulariser; skip its cost when tokenizing
             sample_h = batch_h = torch.full((), float("nan"), device=z.device)
             loss = commit
         stats.update(commit_loss=commit.detach(), sample_entropy=sample_h.detach(), batch_entropy=batch_h.detach())
-        return QuantOutput(z_q=unflatten_channels_last(z_q, (b, h, w)), ids=ids.view(b, h, w),
-                           loss=loss.to(z.dtype), stats=stats)
+        return QuantOutput(z_q=z_q, ids=ids, loss=loss.to(z.dtype), stats=stats)
+
+    def _bits_to_ids(self, positive: Tensor, bits: Tensor) -> Tensor:
+        """Binary number over the channels of bits (B, d, H, W), channel 0 most significant -> (B, H, W)."""
+        weights = self.bit_values.view(-1, 1, 1)
+        if self.config.bits <= 24:  # exact in fp32, and faster than int64 arithmetic
+            return (bits * weights.to(bits.dtype)).sum(1).long()
+        return (positive.long() * weights).sum(1)
 
     def _entropies(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(mean per-vector entropy, entropy of the batch-mean distribution) of q(c|x), in nats."""
@@ -171,10 +179,9 @@ class LookupFreeQuantizer(Quantizer):
 
     def lookup(self, ids: Tensor) -> Tensor:
         """ids (B, H, W) -> z_q (B, C, H, W)."""
-        b, h, w = ids.shape
-        codes = self.ids_to_codes(ids.reshape(-1))  # (N, d)
+        codes = self.ids_to_codes(ids).permute(0, 3, 1, 2)  # (B, H, W, d) -> (B, d, H, W)
         p = next(self.proj_out.parameters(), None)
-        return unflatten_channels_last(self.proj_out(codes if p is None else codes.to(p.dtype)), (b, h, w))
+        return self.proj_out(codes if p is None else codes.to(p.dtype))
 
 
 @registry.register("bsq", BSQConfig)
