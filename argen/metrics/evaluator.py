@@ -17,7 +17,8 @@ Protocol choices (all recorded in the result):
 * A reference dataset without an explicit resolution is read at the samples' resolution.
 * KID: `kid_subsets` subsets of min(kid_subset_size, N_gen, N_ref), drawn with `seed`.
 * Features of dataset specs (reference or real samples) are cached per (feature net + weights hash,
-  dataset, split, resolution, N, resize) under `<cache_dir>/ref_stats/` as .npz (features, mu, sigma).
+  dataset, split, resolution, N, resize) under `<cache_dir>/ref_stats/` as .npz (features, mu, sigma);
+  the subset is a prefix of the split, so a cached larger N also serves (and a smaller one seeds) N.
 
 Metric names: the standard Inception features give "fid", "kid_*", "precision", "recall"; any other
 feature network's numbers carry its name ("fd_lenet-fmnist", "kd_lenet-fmnist_mean", ...).
@@ -64,7 +65,8 @@ class DatasetSpec:
         body, _, res = text.partition("@")
         name, _, split = body.partition(":")
         if not name:
-            raise DataError(f"dataset spec {text!r} has no name; write e.g. fashion-mnist:test or fashion-mnist:test@32")
+            raise DataError(f"dataset spec {text!r} has no name; write e.g. fashion-mnist:test or "
+                            "fashion-mnist:test@32")
         try:
             resolution = int(res) if res else None
         except ValueError:
@@ -178,41 +180,61 @@ def _cache_key(fields: dict) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
+def _read_cached(path: Path, dim: int) -> np.ndarray | None:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            feats = data["features"]
+        return feats if feats.ndim == 2 and feats.shape[1] == dim else None
+    except (OSError, ValueError, KeyError):
+        return None  # unreadable entry: recomputed and overwritten
+
+
 def dataset_features(net: FeatureNet, spec: DatasetSpec, n: int | None, resolution: int | None = None,
                      batch_size: int = 64, cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
                      progress: bool = False) -> tuple[np.ndarray, dict]:
-    """Features of the first `n` images of a dataset, through the on-disk cache; returns (features, info)."""
+    """Features of the first `n` images of a dataset, through the on-disk cache; returns (features, info).
+
+    One cache entry per (feature net + weights hash, dataset, split, resolution, resize, N). Because the
+    subset is always a prefix of the split, an entry for a larger N serves a smaller one (sliced), and
+    an entry for a smaller N is extended rather than recomputed (`cache_hit` is then "partial").
+    """
     ds = _open_dataset(spec, resolution)
     count = len(ds) if n is None else min(n, len(ds))
     info = {"dataset": ds.name, "split": ds.split, "resolution": ds.resolution, "n": count,
             "subset": f"first {count} images of the split"}
-    key_fields = {**info, "fit": getattr(ds, "fit", None), "feature_net": net.name,
-                  "feature_weights_sha256": net.weights_hash, "resize": net.resize, "cache_version": CACHE_VERSION}
-    path = None
+    key_fields = {k: v for k, v in info.items() if k not in ("n", "subset")}
+    key_fields.update({"fit": getattr(ds, "fit", None), "feature_net": net.name, "resize": net.resize,
+                       "feature_weights_sha256": net.weights_hash, "cache_version": CACHE_VERSION})
+    path, done, hit = None, np.zeros((0, net.dim), np.float32), False
     if cache_dir is not None:
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(str(ds.name)).name)
-        fname = f"{safe}-{ds.split}-{ds.resolution}px-n{count}-{net.name}-{_cache_key(key_fields)[:16]}.npz"
-        path = Path(cache_dir).expanduser() / "ref_stats" / fname
-        if path.is_file():
-            try:
-                with np.load(path, allow_pickle=False) as data:
-                    feats = data["features"]
-                if feats.shape == (count, net.dim):
-                    return feats, {**info, "cache": str(path), "cache_hit": True}
-            except (OSError, ValueError, KeyError):
-                pass  # unreadable cache entry: recompute and overwrite it
-    images = ds.uint8_images(count)  # (N, H, W, 3)
-    feats = extract_features(net, _batches(images, count, batch_size), total=count, progress=progress,
-                             desc=f"{spec} features")
+        stem = f"{safe}-{ds.split}-{ds.resolution}px-{net.name}-{_cache_key(key_fields)[:16]}"
+        folder = Path(cache_dir).expanduser() / "ref_stats"
+        path = folder / f"{stem}-n{count}.npz"
+        sizes = sorted(int(p.stem.rsplit("-n", 1)[1]) for p in folder.glob(f"{stem}-n*.npz")
+                       if p.stem.rsplit("-n", 1)[1].isdigit())
+        for size in [s for s in sizes if s >= count] + [s for s in reversed(sizes) if s < count]:
+            feats = _read_cached(folder / f"{stem}-n{size}.npz", net.dim)
+            if feats is None or len(feats) != size:
+                continue
+            if size >= count:
+                return feats[:count], {**info, "cache": str(folder / f"{stem}-n{size}.npz"), "cache_hit": True}
+            done, hit = feats, "partial"
+            break
+    if len(done) < count:
+        images = ds.uint8_images(count)[len(done):]  # (N - done, H, W, 3)
+        new = extract_features(net, _batches(images, None, batch_size), total=len(images), progress=progress,
+                               desc=f"{spec} features")
+        feats = np.concatenate([done, new])
     if path is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UnstableMetricWarning)  # the caller warns once, with context
             mu, sigma = feature_statistics(feats) if count >= 2 else (feats.mean(0), np.zeros((net.dim,) * 2))
         buf = io.BytesIO()
-        np.savez(buf, features=feats, mu=mu, sigma=sigma, key=json.dumps(key_fields, sort_keys=True))
+        np.savez(buf, features=feats, mu=mu, sigma=sigma, key=json.dumps({**key_fields, "n": count}, sort_keys=True))
         with atomic_path(path) as tmp:
             tmp.write_bytes(buf.getvalue())
-    return feats, {**info, "cache": str(path) if path else None, "cache_hit": False}
+    return feats, {**info, "cache": str(path) if path else None, "cache_hit": hit}
 
 
 def _source_features(net: FeatureNet, source: Any, n: int | None, resolution: int | None, batch_size: int,
@@ -236,8 +258,9 @@ def _source_features(net: FeatureNet, source: Any, n: int | None, resolution: in
         source = images
     else:
         info = {"kind": "tensor" if isinstance(source, (Tensor, np.ndarray)) else "iterable"}
-    total = min(n, len(source)) if isinstance(source, (Tensor, np.ndarray)) and n is not None else \
-        (len(source) if isinstance(source, (Tensor, np.ndarray)) else n)
+    total = n  # for the progress bar; exact when the source has a length
+    if isinstance(source, (Tensor, np.ndarray)):
+        total = len(source) if n is None else min(n, len(source))
     shape: list[int] = []
 
     def tracked() -> Iterator[Tensor]:
@@ -247,8 +270,9 @@ def _source_features(net: FeatureNet, source: Any, n: int | None, resolution: in
 
     feats = extract_features(net, tracked(), total=total, progress=progress, desc=desc)
     info["n"] = len(feats)
-    info["resolution"] = shape[-1] if shape and shape[-1] == shape[-2] else (tuple(shape[-2:]) if shape else None)
-    return feats, info, shape[-1] if shape else None
+    h, w = shape[-2:]  # extract_features raised if there was no batch
+    info["resolution"] = h if h == w else [h, w]
+    return feats, info, h
 
 
 # ----------------------------------------------------------------------------- metrics

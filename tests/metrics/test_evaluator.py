@@ -90,9 +90,14 @@ def test_reference_dataset_stats_are_cached(tmp_path):
     second = evaluate(x, **kw)
     assert second["protocol"]["reference"]["cache_hit"] is True
     assert second["metrics"] == first["metrics"]
-    # A different N is a different cache entry.
+    # The subset is a prefix of the split: a larger cached N serves a smaller one, a smaller one is extended.
     third = evaluate(x[:20], **{**kw, "n": 20})
-    assert third["protocol"]["reference"]["cache_hit"] is False
+    assert third["protocol"]["reference"]["cache_hit"] is True and third["protocol"]["n_ref"] == 20
+    fourth = evaluate(_images(40, size=32), **{**kw, "n": 40})
+    assert fourth["protocol"]["reference"]["cache_hit"] == "partial"
+    fresh = evaluate(_images(40, size=32), **{**kw, "n": 40, "stats_cache": False})
+    assert fresh["protocol"]["reference"]["cache_hit"] is False
+    assert fresh["metrics"] == pytest.approx(fourth["metrics"], rel=1e-6)
 
 
 def test_dataset_spec_parsing():

@@ -58,13 +58,12 @@ def test_lenet_features_shape_dtype_and_input_protocol():
 def test_lenet_trains_saves_and_loads_with_its_hash(tmp_path):
     # Two separable "classes": dark vs bright images; a few steps must learn them.
     g = torch.Generator().manual_seed(0)
-    dark = torch.randint(0, 60, (64, 3, 28, 28), generator=g, dtype=torch.uint8)
-    bright = torch.randint(190, 256, (64, 3, 28, 28), generator=g, dtype=torch.uint8)
-    images, labels = torch.cat([dark, bright]), torch.cat([torch.zeros(64), torch.ones(64)]).long()
-    a = train_lenet(images, labels, LeNetConfig(num_classes=2, feature_dim=16), epochs=2, batch_size=32,
-                    rng=torch.Generator().manual_seed(1))
-    b = train_lenet(images, labels, LeNetConfig(num_classes=2, feature_dim=16), epochs=2, batch_size=32,
-                    rng=torch.Generator().manual_seed(1))
+    dark = torch.randint(0, 60, (32, 3, 16, 16), generator=g, dtype=torch.uint8)
+    bright = torch.randint(190, 256, (32, 3, 16, 16), generator=g, dtype=torch.uint8)
+    images, labels = torch.cat([dark, bright]), torch.cat([torch.zeros(32), torch.ones(32)]).long()
+    cfg = LeNetConfig(resolution=16, channels=(4, 8), num_classes=2, feature_dim=8)
+    a = train_lenet(images, labels, cfg, epochs=3, batch_size=8, rng=torch.Generator().manual_seed(1))
+    b = train_lenet(images, labels, cfg, epochs=3, batch_size=8, rng=torch.Generator().manual_seed(1))
     assert torch.equal(a(images[:4]), b(images[:4]))  # seeded: same weights
     assert (a.logits(images).argmax(1) == labels).float().mean() > 0.95
     save_lenet(a, tmp_path / "net", extra={"note": "test"})
@@ -135,3 +134,16 @@ def test_corrupt_inception_cache_is_detected(converted, tmp_path):
     torch.save(state, tmp_path / inception_mod.CACHE_NAME)
     with pytest.raises(CheckpointError, match="cache is corrupt"):
         load_feature_net("inception", cache_dir=tmp_path)
+
+
+def test_feature_rescaling_keeps_logits_and_gives_unit_scale():
+    from argen.metrics.features.lenet import normalise_feature_scale
+
+    net = LeNetFeatures(LeNetConfig(resolution=16, channels=(4, 8), feature_dim=8)).eval()
+    x = _uint8((20, 3, 16, 16), seed=4)
+    with torch.no_grad():
+        net.fc.weight.mul_(50.0)  # badly scaled features, as after training
+        before = net.logits(x)
+        normalise_feature_scale(net, x)
+        assert torch.allclose(net.logits(x), before, rtol=1e-4, atol=1e-4)
+        assert net(x).pow(2).mean().item() == pytest.approx(1.0, rel=1e-4)

@@ -9,7 +9,9 @@ comparable only with numbers from the same saved network (same hash).
 Input protocol: uint8 (B, 3, H, W) -> grey (mean of RGB) -> if H, W != 28: bilinear resize to 28x28 with
 antialiasing (`F.interpolate(antialias=True, align_corners=False)`) -> x / 127.5 - 1 -> two conv+pool
 stages -> fc (feature_dim). Features are the fc activations *before* the ReLU, so no unit is constant zero
-and the covariance stays well conditioned.
+and the covariance stays well conditioned. After training, the fc layer is rescaled so that training
+features have mean squared value 1 per dimension (the head is rescaled inversely, logits unchanged): KID's
+kernel (x.y/d + 1)^3 assumes features of order 1, as Inception's are.
 """
 from __future__ import annotations
 
@@ -120,12 +122,27 @@ def accuracy(model: LeNetFeatures, images: Tensor, labels: Tensor, batch_size: i
     return correct / len(images)
 
 
+@torch.no_grad()
+def normalise_feature_scale(model: LeNetFeatures, images: Tensor, batch_size: int = 1000) -> float:
+    """Rescale fc (and inversely the head) so features of `images` have mean squared value 1; returns the factor.
+
+    relu(s * z) = s * relu(z) for s > 0, so dividing the head's weights by s leaves the logits unchanged.
+    """
+    feats = torch.cat([model(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+    scale = 1.0 / feats.pow(2).mean().sqrt().item()
+    model.fc.weight.mul_(scale)
+    model.fc.bias.mul_(scale)
+    model.head.weight.div_(scale)
+    return scale
+
+
 def train_lenet(images: Tensor, labels: Tensor, config: LeNetConfig | None = None, epochs: int = 2,
                 batch_size: int = 128, lr: float = 2e-3, rng: torch.Generator | None = None,
                 progress: Callable[[int, int, float], None] | None = None) -> LeNetFeatures:
     """Train a LeNet classifier on uint8 images (N, 3, H, W) with int labels (N,); returns it in eval mode.
 
-    Adam with a cosine learning-rate decay; `progress(step, total, loss)` is called every step.
+    Adam with a cosine learning-rate decay; `progress(step, total, loss)` is called every step. The
+    features are then rescaled to unit mean square on (up to 10k of) the training images.
     """
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(f"images must be uint8 (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
@@ -156,7 +173,9 @@ def train_lenet(images: Tensor, labels: Tensor, config: LeNetConfig | None = Non
             step += 1
             if progress is not None:
                 progress(step, total, loss.item())
-    return model.eval()
+    model.eval()
+    normalise_feature_scale(model, images[:10000])
+    return model
 
 
 def save_lenet(model: LeNetFeatures, directory: str | Path, extra: dict | None = None) -> Path:
