@@ -133,6 +133,30 @@ def test_gradients_flow_to_z_through_straight_through(name):
     assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_bf16_autocast_keeps_input_dtype_and_fp32_loss(name):
+    cfg = TINY[name]
+    q = build(cfg).train()
+    z = inputs(cfg).bfloat16().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = q(z)
+    assert out.z_q.dtype == torch.bfloat16 and out.loss.dtype == torch.float32 and out.ids.dtype == torch.int64
+    (out.z_q.float().square().mean() + out.loss).backward()
+    assert torch.isfinite(z.grad.float()).all() and torch.isfinite(out.loss)
+
+
+def test_batch_stats_from_hits_equal_histogram_stats():
+    from argen.tokenizers.quantizers.base import _stats_of_hits, histogram_stats
+
+    ids = torch.randint(0, 50, (3, 400), generator=torch.Generator().manual_seed(0))
+    counts = torch.stack([torch.bincount(g, minlength=64) for g in ids])  # (G, V)
+    hits = torch.gather(counts, 1, ids).float()
+    for a, b in zip(_stats_of_hits(hits, 64), histogram_stats(counts)):
+        assert torch.allclose(a, b, rtol=1e-5)
+    usage, ppl = histogram_stats(torch.tensor([[2, 2, 0, 0]]))
+    assert float(usage) == 0.5 and math.isclose(float(ppl), 2.0, rel_tol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["vq", "rvq", "msvq"])
 def test_plain_straight_through_is_identity(name):
     cfg = TINY[name]

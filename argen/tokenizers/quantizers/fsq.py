@@ -82,7 +82,7 @@ class FiniteScalarQuantizer(Quantizer):
         if bounded.requires_grad:
             rounded = bounded + (rounded - bounded).detach()  # straight-through rounding
         z_q = self.proj_out((rounded / self.half_width).to(z.dtype))  # codes in [-1, 1]
-        return QuantOutput(z_q=z_q, ids=ids, loss=torch.zeros((), device=z.device, dtype=z.dtype),
+        return QuantOutput(z_q=z_q, ids=ids, loss=torch.zeros((), device=z.device),
                            stats=self._usage(ids))
 
     def ids_to_codes(self, ids: Tensor) -> Tensor:

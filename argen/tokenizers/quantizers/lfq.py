@@ -149,7 +149,7 @@ class LookupFreeQuantizer(Quantizer):
             sample_h = batch_h = torch.full((), float("nan"), device=z.device)
             loss = commit
         stats.update(commit_loss=commit.detach(), sample_entropy=sample_h.detach(), batch_entropy=batch_h.detach())
-        return QuantOutput(z_q=z_q, ids=ids, loss=loss.to(z.dtype), stats=stats)
+        return QuantOutput(z_q=z_q, ids=ids, loss=loss, stats=stats)  # loss stays fp32
 
     def _bits_to_ids(self, positive: Tensor, bits: Tensor) -> Tensor:
         """Binary number over the channels of bits (B, d, H, W), channel 0 most significant -> (B, H, W)."""
