@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--samples", help="folder of images, .npz (arr_0 uint8 NxHxWx3) or dataset spec name:split")
     what.add_argument("--real-floor", metavar="DATASET",
-                      help="the evaluator's floor: DATASET:train against DATASET:test (e.g. fashion-mnist)")
+                      help="the evaluator's floor: DATASET:train against DATASET:test (e.g. fashion-mnist, or fashion-mnist@32 for 32 px)")
     what.add_argument("--train-features", metavar="NAME", choices=["lenet-fmnist"],
                       help="train the small feature network NAME on Fashion-MNIST and save it in the cache")
     what.add_argument("--list-features", action="store_true", help="list the feature networks")
@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _default_out(args: argparse.Namespace) -> Path:
     if args.real_floor:
-        stem = f"real-floor-{args.real_floor}"
+        stem = f"real-floor-{args.real_floor.replace('@', '-')}"
     else:
         stem = Path(str(args.samples).rstrip("/")).stem.replace(":", "-") or "samples"
     n = f"-n{args.n}" if args.n else ""
@@ -112,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--n must be >= 2, got {args.n}")
     samples, ref = args.samples, args.ref
     if args.real_floor:
-        samples, ref = f"{args.real_floor}:train", f"{args.real_floor}:test"
+        name, _, res = args.real_floor.partition("@")  # "fashion-mnist@32" -> both splits at 32 px
+        suffix = f"@{res}" if res else ""
+        samples, ref = f"{name}:train{suffix}", f"{name}:test{suffix}"
     out = Path(args.out) if args.out else _default_out(args)
     result = evaluate(samples, reference=ref, features=args.features, n=args.n, seed=args.seed, n_ref=args.n_ref,
                       kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
