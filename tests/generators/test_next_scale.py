@@ -164,3 +164,11 @@ def test_gumbel_smoothing_changes_inputs_reproducibly():
     assert torch.equal(*soft)
     assert torch.equal(soft[0][:, 0], hard[:, 0])  # scale 1 is sampled before any smoothing applies
     assert not torch.equal(soft[0], hard)
+
+
+def test_fmnist_pipeline_preset_samples_images():
+    pipe = argen.create("fmnist-var-tiny")
+    pipe.generator.bind_tokenizer(pipe.tokenizer)
+    assert pipe.config.cfg_schedule == "linear_scale" and len(pipe.config.class_names) == 10
+    images = pipe(pipe.labels_for(["sneaker", "bag"]), seed=0)
+    assert images.shape == (2, 3, 32, 32) and images.abs().max() <= 1.0
