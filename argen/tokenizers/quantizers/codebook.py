@@ -20,9 +20,11 @@ from torch import Tensor, nn
 
 from .base import all_reduce_sum_, broadcast_
 
-# Distance-buffer elements per search chunk and per thread (1 MiB of fp32): measured fastest on a
-# 2-core x86 CPU for K in [1k, 16k]; larger buffers fall out of cache, smaller ones pay per-call overhead.
+# Distance-buffer elements per search chunk (fp32), measured on a 2-core x86 CPU for K in [1k, 16k]. One thread:
+# 1 MiB, which stays in cache (larger falls out, smaller pays per-call overhead). Several threads: every op
+# ends in a barrier, so chunks must be large enough (16 MiB per thread) to amortise it.
 _AUTO_CHUNK_ELEMENTS = 1 << 18
+_AUTO_CHUNK_ELEMENTS_PER_THREAD = 1 << 22
 
 
 def seeded_generator(device: torch.device, seed: int) -> torch.Generator:
@@ -61,7 +63,9 @@ class Codebook(nn.Module):
     def chunk_rows(self) -> int:
         if self.chunk_size > 0:
             return self.chunk_size
-        return max(1, _AUTO_CHUNK_ELEMENTS * torch.get_num_threads() // self.num_codes)
+        threads = torch.get_num_threads()
+        budget = _AUTO_CHUNK_ELEMENTS if threads == 1 else _AUTO_CHUNK_ELEMENTS_PER_THREAD * threads
+        return max(1, budget // self.num_codes)
 
     @torch.no_grad()
     def search(self, x: Tensor, codes: Tensor | None = None) -> Tensor:

@@ -36,7 +36,7 @@ class VQConfig(QuantizerConfig):
     ema_decay: float = 0.0  # 0 = codebook learned by gradient; e.g. 0.99 = EMA updates
     kmeans_iters: int = 0  # 0 = no k-means init
     dead_after: int = 0  # 0 = never restart dead codes
-    chunk_size: int = 0  # rows per search chunk; 0 = automatic (~1 MiB distance buffer per thread)
+    chunk_size: int = 0  # rows per search chunk; 0 = automatic (1 MiB buffer single-threaded, 16 MiB per thread)
     seed: int = 0  # seeds k-means init and dead-code restarts
 
     def __post_init__(self):
