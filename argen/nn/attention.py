@@ -64,14 +64,20 @@ class Attention(nn.Module):
             qkv = (self.wqkv(x) + bias).view(B, L, 3, self.num_heads, self.head_dim)  # wqkv may use packed weights
         else:
             qkv = self.wqkv(x).view(B, L, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, L, D)
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, H, L, D)
         scale = self.softmax_scale
         if self.qk_norm == "l2":
+            q, k, v = qkv.unbind(0)
             q = F.normalize(q, dim=-1) * self.qk_scale.clamp(max=math.log(100.0)).exp()
             k = F.normalize(k, dim=-1)
             scale = 1.0
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            if rope is not None:
+                q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        elif rope is not None:
+            q, k = apply_rope(qkv[:2], *rope).unbind(0)  # q and k rotated in one pass: (2, B, H, L, D)
+            v = qkv[2]
+        else:
+            q, k, v = qkv.unbind(0)  # 3 x (B, H, L, D)
         if kv is not None:
             k, v = kv.update(k, v)  # (B, H, length, D) views of the static cache
             if mask is None:
@@ -81,4 +87,5 @@ class Attention(nn.Module):
             q, k, v, attn_mask=mask, is_causal=causal and mask is None, scale=scale,
             dropout_p=self.attn_dropout if self.training else 0.0)  # (B, H, L, D)
         out = out.transpose(1, 2).reshape(B, L, self.num_heads * self.head_dim)
-        return self.resid_dropout(self.wo(out))
+        out = self.wo(out)
+        return self.resid_dropout(out) if self.training else out

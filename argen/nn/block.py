@@ -73,6 +73,9 @@ class Block(nn.Module):
                 modulation: tuple[Tensor, ...] | None = None) -> Tensor:
         attn = dict(rope=rope, mask=mask, causal=causal, kv=kv)
         if self.ada_lin is None and not hasattr(self, "ada_gss"):
+            if not self.training:  # inference: no stochastic depth, fewer module calls per decoding step
+                x = x + self.attention(self.attention_norm(x), **attn)
+                return x + self.feed_forward(self.ffn_norm(x))
             x = x + self.drop_path(self.attention(self.attention_norm(x), **attn))
             return x + self.drop_path(self.feed_forward(self.ffn_norm(x)))
         if modulation is None:

@@ -35,7 +35,8 @@ class SwiGLU(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+        out = self.w2(F.silu(self.w1(x)) * self.w3(x))
+        return self.dropout(out) if self.training else out
 
 
 class GeluMLP(nn.Module):
@@ -49,7 +50,8 @@ class GeluMLP(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.fc2(F.gelu(self.fc1(x), approximate=self.approximate)))
+        out = self.fc2(F.gelu(self.fc1(x), approximate=self.approximate))
+        return self.dropout(out) if self.training else out
 
 
 def make_mlp(kind: MlpKind, dim: int, hidden: int, dropout: float = 0.0) -> nn.Module:
