@@ -1,0 +1,150 @@
+"""A small demo web app: pick a class, seed and sampling knobs, get a grid of samples from a saved pipeline.
+
+Standard library only (http.server), so `argen web runs/demo/generator` works wherever argen does:
+
+    server = make_server(Pipeline.load(dir), host="127.0.0.1", port=8000)
+    server.serve_forever()
+
+Routes: `GET /` the page; `GET /api/info` pipeline facts as JSON; `GET /api/sample?label=3&n=8&seed=0&cfg=2
+&top_k=0&top_p=1&temperature=1` a PNG grid. The app calls only `pipeline(labels, **options)`.
+"""
+from __future__ import annotations
+
+import html
+import io
+import json
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import torch
+
+from ..imageio import make_grid
+
+MAX_IMAGES = 64
+
+# Query parameters: name -> (type, default, min, max). None bounds = unbounded.
+_PARAMS: dict[str, tuple[type, Any, float | None, float | None]] = {
+    "label": (int, -1, -1, None),
+    "n": (int, 8, 1, MAX_IMAGES),
+    "seed": (int, 0, 0, None),
+    "cfg": (float, None, 0.0, 50.0),
+    "top_k": (int, None, 0, None),
+    "top_p": (float, None, 1e-6, 1.0),
+    "temperature": (float, None, 0.0, 10.0),
+}
+
+
+class RequestError(ValueError):
+    """A bad query parameter; answered with 400 and the message."""
+
+
+def parse_query(query: str, num_classes: int) -> dict[str, Any]:
+    """Validate the sample query; raise RequestError saying which value is wrong and what is allowed."""
+    raw = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=False).items()}
+    unknown = sorted(set(raw) - set(_PARAMS))
+    if unknown:
+        raise RequestError(f"unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(_PARAMS)}")
+    out: dict[str, Any] = {}
+    for name, (tp, default, lo, hi) in _PARAMS.items():
+        if name not in raw:
+            out[name] = default
+            continue
+        try:
+            value = tp(raw[name])
+        except ValueError:
+            raise RequestError(f"{name}={raw[name]!r} is not a valid {tp.__name__}") from None
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise RequestError(f"{name}={value} is out of range [{lo}, {'inf' if hi is None else hi}]")
+        out[name] = value
+    if out["label"] >= num_classes:
+        raise RequestError(f"label={out['label']} but the pipeline has {num_classes} classes (use -1 for unconditional)")
+    return out
+
+
+def sample_png(pipeline, params: dict[str, Any], lock: threading.Lock) -> bytes:
+    """Run the pipeline for one request and return a PNG grid."""
+    from PIL import Image
+
+    options = {k: params[k] for k in ("cfg", "top_k", "top_p", "temperature") if params[k] is not None}
+    labels = [params["label"]] * params["n"]
+    with lock, torch.inference_mode():  # one sampling run at a time: the model and its caches are shared
+        images = pipeline(labels, seed=params["seed"], **options)
+    grid = make_grid(images, nrow=min(8, params["n"]))  # uint8 (H, W, 3)
+    buf = io.BytesIO()
+    Image.fromarray(grid).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def info(pipeline) -> dict[str, Any]:
+    gen = pipeline.generator
+    return {"generator": type(gen).config_class.kind, "tokenizer": type(pipeline.tokenizer).config_class.kind,
+            "num_classes": gen.config.num_classes, "class_names": list(pipeline.config.class_names),
+            "defaults": pipeline.config.sample_defaults}
+
+
+def _page(pipeline) -> str:
+    facts = info(pipeline)
+    names = facts["class_names"] or [str(i) for i in range(facts["num_classes"])]
+    options = '<option value="-1">unconditional</option>' + "".join(
+        f'<option value="{i}">{i}: {html.escape(n)}</option>' for i, n in enumerate(names))
+    d = facts["defaults"]
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>argen</title>
+<style>body{{font-family:sans-serif;max-width:760px;margin:2em auto}}label{{margin-right:1em}}
+img{{image-rendering:pixelated;width:100%;margin-top:1em;border:1px solid #ccc}}</style></head><body>
+<h1>argen</h1><p>{html.escape(facts['generator'])} generator + {html.escape(facts['tokenizer'])} tokenizer</p>
+<form id="f"><label>class <select name="label">{options}</select></label>
+<label>images <input name="n" type="number" value="8" min="1" max="{MAX_IMAGES}"></label>
+<label>seed <input name="seed" type="number" value="0" min="0"></label>
+<label>cfg <input name="cfg" type="number" step="0.1" value="{d.get('cfg', 1.0)}"></label>
+<label>top-k <input name="top_k" type="number" value="{d.get('top_k', 0)}" min="0"></label>
+<label>top-p <input name="top_p" type="number" step="0.01" value="{d.get('top_p', 1.0)}"></label>
+<label>temperature <input name="temperature" type="number" step="0.1" value="{d.get('temperature', 1.0)}"></label>
+<button>generate</button></form><p id="err" style="color:#b00"></p><img id="out" alt="">
+<script>
+document.getElementById('f').onsubmit = async (e) => {{
+  e.preventDefault();
+  const q = new URLSearchParams(new FormData(e.target)).toString();
+  const r = await fetch('/api/sample?' + q);
+  if (!r.ok) {{ document.getElementById('err').textContent = await r.text(); return; }}
+  document.getElementById('err').textContent = '';
+  document.getElementById('out').src = URL.createObjectURL(await r.blob());
+}};
+</script></body></html>"""
+
+
+def make_server(pipeline, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
+    """An HTTP server bound to (host, port) serving `pipeline`; port 0 picks a free port."""
+    lock = threading.Lock()
+    page = _page(pipeline).encode()
+    num_classes = pipeline.generator.config.num_classes
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # the library never prints
+            pass
+
+        def _send(self, status: HTTPStatus, body: bytes, ctype: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+            url = urlparse(self.path)
+            try:
+                if url.path == "/":
+                    self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
+                elif url.path == "/api/info":
+                    self._send(HTTPStatus.OK, json.dumps(info(pipeline)).encode(), "application/json")
+                elif url.path == "/api/sample":
+                    png = sample_png(pipeline, parse_query(url.query, num_classes), lock)
+                    self._send(HTTPStatus.OK, png, "image/png")
+                else:
+                    self._send(HTTPStatus.NOT_FOUND, b"not found; routes: /, /api/info, /api/sample", "text/plain")
+            except RequestError as e:
+                self._send(HTTPStatus.BAD_REQUEST, str(e).encode(), "text/plain; charset=utf-8")
+
+    return ThreadingHTTPServer((host, port), Handler)

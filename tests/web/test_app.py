@@ -1,0 +1,70 @@
+import io
+import json
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import argen
+from argen.web import make_server, parse_query
+from argen.web.app import RequestError
+
+
+@pytest.fixture(scope="module")
+def server():
+    torch.manual_seed(0)
+    pipe = argen.create("fmnist-raster-tiny").eval()
+    srv = make_server(pipe, host="127.0.0.1", port=0)  # loopback only, any free port
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv, pipe
+    srv.shutdown()
+    srv.server_close()
+
+
+def _get(srv, path):
+    host, port = srv.server_address[:2]
+    with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=60) as r:
+        return r.status, r.headers["Content-Type"], r.read()
+
+
+def test_page_and_info(server):
+    srv, pipe = server
+    status, ctype, body = _get(srv, "/")
+    assert status == 200 and ctype.startswith("text/html") and b"<form" in body
+    status, _, body = _get(srv, "/api/info")
+    facts = json.loads(body)
+    assert facts["num_classes"] == pipe.generator.config.num_classes and facts["generator"] == "raster"
+
+
+def test_sample_png_matches_pipeline_output(server):
+    srv, pipe = server
+    status, ctype, body = _get(srv, "/api/sample?label=3&n=2&seed=5&cfg=1.5&top_k=10")
+    assert status == 200 and ctype == "image/png"
+    png = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+    with torch.inference_mode():
+        ref = pipe([3, 3], seed=5, cfg=1.5, top_k=10)
+    from argen.imageio import make_grid
+
+    assert np.array_equal(png, make_grid(ref, nrow=2))  # same seed -> the very same images
+
+
+@pytest.mark.parametrize("query, fragment", [
+    ("label=99", "classes"), ("n=0", "out of range"), ("seed=x", "not a valid int"), ("bogus=1", "unknown parameter"),
+])
+def test_bad_queries_get_400_with_reason(server, query, fragment):
+    srv, _ = server
+    with pytest.raises(urllib.error.HTTPError) as e:
+        _get(srv, f"/api/sample?{query}")
+    assert e.value.code == 400 and fragment in e.value.read().decode()
+
+
+def test_parse_query_defaults_and_bounds():
+    q = parse_query("", num_classes=10)
+    assert q["label"] == -1 and q["n"] == 8 and q["cfg"] is None
+    with pytest.raises(RequestError, match="top_p"):
+        parse_query("top_p=1.5", num_classes=10)
