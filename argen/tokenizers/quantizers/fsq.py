@@ -32,6 +32,26 @@ class FSQConfig(QuantizerConfig):
             raise ValueError(f"prod(levels) = {math.prod(self.levels)} does not fit int64 ids; use fewer or smaller levels")
 
 
+class _BoundRound(torch.autograd.Function):
+    """Bound, round and scale in one op: (rounded, codes) with codes = round(b(x)) / half_width and
+    b(x) = half_range tanh(x + shift) - offset. Straight-through: d codes / dx = b'(x) / half_width. Fusing it saves
+    the autograd graph's intermediates (one saved tensor instead of four)."""
+
+    @staticmethod
+    def forward(ctx, x, shift, half_range, neg_offset, half_width):
+        t = torch.tanh(x + shift)
+        rounded = torch.addcmul(neg_offset, t, half_range).round_()
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(torch.addcmul(half_range, half_range, t.square_(), value=-1).div_(half_width))
+        ctx.mark_non_differentiable(rounded)
+        return rounded, rounded / half_width
+
+    @staticmethod
+    def backward(ctx, _grad_rounded, grad_codes):
+        (slope,) = ctx.saved_tensors  # half_range (1 - t^2) / half_width
+        return grad_codes * slope, None, None, None, None
+
+
 @registry.register("fsq", FSQConfig)
 class FiniteScalarQuantizer(Quantizer):
     """FSQ. ids (B, H, W) int64. Works channel-first: per-channel constants broadcast over H*W."""
@@ -72,16 +92,14 @@ class FiniteScalarQuantizer(Quantizer):
     def forward(self, z: Tensor) -> QuantOutput:
         self._check_input(z)
         x = self.proj_in(z).float()  # (B, d, H, W)
-        bounded = torch.addcmul(self.neg_offset, torch.tanh(x + self.shift), self.half_range)
-        rounded = bounded.round()  # integers in [-L_i // 2, (L_i - 1) // 2]
+        # rounded: integers in [-L_i // 2, (L_i - 1) // 2]; codes = rounded / (L_i // 2) in [-1, 1]
+        rounded, codes = _BoundRound.apply(x, self.shift, self.half_range, self.neg_offset, self.half_width)
         # id = sum_i (rounded_i + L_i // 2) basis_i, mixed radix with channel 0 least significant
         if self.vocab_size < 2**24:  # exact in fp32
             ids = (rounded * self.digit_weight).sum(1).long() + self._id_offset  # (B, H, W)
         else:
             ids = (rounded.long() * self.basis.view(-1, 1, 1)).sum(1) + self._id_offset
-        if bounded.requires_grad:
-            rounded = bounded + (rounded - bounded).detach()  # straight-through rounding
-        z_q = self.proj_out((rounded / self.half_width).to(z.dtype))  # codes in [-1, 1]
+        z_q = self.proj_out(codes.to(z.dtype))
         return QuantOutput(z_q=z_q, ids=ids, loss=torch.zeros((), device=z.device),
                            stats=self._usage(ids))
 
