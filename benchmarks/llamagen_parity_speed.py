@@ -28,7 +28,6 @@ import torch
 
 def load_official(args):
     sys.path.insert(0, str(Path(args.official).expanduser()))
-    from autoregressive.models import generate as official_generate  # noqa: F401
     from autoregressive.models.gpt import GPT_models
     from tokenizer.tokenizer_image.vq_model import VQ_models
 

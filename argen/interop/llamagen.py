@@ -23,7 +23,6 @@ import os
 import re
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from .. import registry
