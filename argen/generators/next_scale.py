@@ -181,7 +181,8 @@ class NextScaleGenerator(Generator):
             for b in self.blocks:
                 b.attention.wo.weight.div_(math.sqrt(2 * c.depth))
                 b.feed_forward.fc2.weight.div_(math.sqrt(2 * c.depth))
-                b.attention.qk_scale.fill_(math.log(4.0)) if c.qk_norm else None
+                if c.qk_norm:
+                    b.attention.qk_scale.fill_(math.log(4.0))
                 b.attention.q_bias.zero_()
                 b.attention.v_bias.zero_()
                 if c.shared_adaln:
@@ -226,8 +227,8 @@ class NextScaleGenerator(Generator):
         scale, shift = mods[-1]  # 2 x (R, 1, C)
         return self.output(modulate(self.head_norm(x), scale, shift)).float()
 
-    def _embed_scale(self, k: int, rows: int, cond_vec: Tensor | None = None, feats: Tensor | None = None) -> Tensor:
-        """Input tokens of scale k: (rows, h_k w_k, C)."""
+    def _embed_scale(self, k: int, cond_vec: Tensor | None = None, feats: Tensor | None = None) -> Tensor:
+        """Input tokens of scale k: (R, first_len, C) from class vectors at k = 0, else (B, h_k w_k, C)."""
         a, b = self.config.bounds[k]
         lvl_pos = self.level_embed.weight[k] + self.pos_embed[:, a:b]  # (1, T, C)
         if k == 0:
@@ -294,7 +295,7 @@ class NextScaleGenerator(Generator):
         k, rows = state.step, state.cache["rows"]
         cond_vec = state.cache["cond_vec"]
         if k == 0:
-            x = self._embed_scale(0, rows, cond_vec)
+            x = self._embed_scale(0, cond_vec)
         else:
             a, b = self.config.bounds[k - 1]
             h, w = self.config.scales[k - 1]
@@ -309,7 +310,7 @@ class NextScaleGenerator(Generator):
             # f_hat += Phi(BicubicUp(h_k)); next input = AreaDown(f_hat, scale k)
             state.cache["f_hat"], nxt = self.quantizer.next_scale_step(state.cache["f_hat"], h_k, k - 1)
             feats = nxt.flatten(2).transpose(1, 2)  # (B, Cq, h', w') -> (B, T, Cq)
-            x = self._embed_scale(k, rows, feats=feats.to(cond_vec.dtype))
+            x = self._embed_scale(k, feats=feats.to(cond_vec.dtype))
             if rows != x.shape[0]:
                 x = x.repeat(rows // x.shape[0], 1, 1)  # (R, T, C): the same input for cond and uncond rows
         a, b = self.config.bounds[k]
