@@ -73,7 +73,9 @@ class Pipeline(nn.Module):
         self.config = config
         self.tokenizer: Tokenizer = registry.build(config.tokenizer)
         self.generator: Generator = registry.build(config.generator)
-        self.generator.check_layout(self.tokenizer.layout)
+        # Layout check, and for next-scale a copy of the tokenizer's codebook + Phi, so a fresh pipeline
+        # is consistent before any weights load (loading then overwrites both copies with saved values).
+        self.generator.bind_tokenizer(self.tokenizer)
 
     @classmethod
     def from_parts(cls, tokenizer: Tokenizer, generator: Generator, **options: Any) -> "Pipeline":
@@ -82,7 +84,7 @@ class Pipeline(nn.Module):
         pipe = cls.__new__(cls)
         nn.Module.__init__(pipe)
         pipe.config, pipe.tokenizer, pipe.generator = cfg, tokenizer, generator
-        generator.check_layout(tokenizer.layout)
+        generator.bind_tokenizer(tokenizer)
         return pipe
 
     def labels_for(self, names: Sequence[str | int]) -> list[int]:

@@ -172,3 +172,13 @@ def test_fmnist_pipeline_preset_samples_images():
     assert pipe.config.cfg_schedule == "linear_scale" and len(pipe.config.class_names) == 10
     images = pipe(pipe.labels_for(["sneaker", "bag"]), seed=0)
     assert images.shape == (2, 3, 32, 32) and images.abs().max() <= 1.0
+
+
+def test_fresh_pipeline_binds_the_tokenizer_quantizer():
+    import argen
+
+    torch.manual_seed(0)
+    pipe = argen.create("fmnist-var-tiny")
+    tq, gq = pipe.tokenizer.quantizer.state_dict(), pipe.generator.quantizer.state_dict()
+    assert tq.keys() == gq.keys()
+    assert all(torch.equal(tq[k], gq[k]) for k in tq)
