@@ -142,6 +142,9 @@ def _sync(cfg, tokenizer, dataset):
         changes["scales"] = tuple(tuple(s) for s in layout.scales)
     if gen.num_classes != num_classes:
         changes["num_classes"] = num_classes
+    tok_quantizer = getattr(tokenizer, "quantizer", None)
+    if hasattr(gen, "quantizer") and tok_quantizer is not None and gen.quantizer != tok_quantizer.config:
+        changes["quantizer"] = tok_quantizer.config  # next-scale builds its inputs with the tokenizer's quantizer
     try:
         gen = gen.replace(**changes) if changes else gen
         names = tuple(dataset.classes) if dataset_classes else ()

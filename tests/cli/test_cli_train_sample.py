@@ -36,3 +36,17 @@ def test_train_resume_sample_round_trip(tmp_path, capsys):
           "--top-k", "10", "--out", str(tmp_path / "s2"), "--threads", "1"])
     assert (tmp_path / "s2" / files[1]).read_bytes() == (tmp_path / "s" / files[1]).read_bytes()
     assert main(["sample", str(tmp_path / "nothing")]) == 1
+
+
+def test_next_scale_train_adopts_a_differently_sized_tokenizer_quantizer(tmp_path):
+    torch.manual_seed(0)
+    # a trained msvq tokenizer whose codebook differs from the preset's: the generator must follow it
+    tok = argen.create("msvq-tiny", **{"quantizer.codebook_size": 128})
+    argen.save(tok, tmp_path / "tok")
+    assert main(["train", "--preset", "fmnist-var-tiny", "--tokenizer", str(tmp_path / "tok"), "--data", "fashion-mnist",
+                 "--max-images", "32", "--batch-size", "16", "--steps", "2", "--samples-per-class", "0",
+                 "--out", str(tmp_path / "run"), "--threads", "1", "--set", "generator.depth=1"]) == 0
+    pipe = argen.Pipeline.load(tmp_path / "run" / "pipeline")
+    assert pipe.generator.config.vocab_size == 128 and pipe.generator.quantizer.config == pipe.tokenizer.quantizer.config
+    tq, gq = pipe.tokenizer.quantizer.state_dict(), pipe.generator.quantizer.state_dict()
+    assert tq.keys() == gq.keys() and all(torch.equal(tq[k], gq[k]) for k in tq)
