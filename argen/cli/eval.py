@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from pathlib import Path
 
 from ._common import add_device_argument, add_threads_argument, apply_threads, resolve_device, say
@@ -107,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     if args.train_features:
         return _train_features(args)
     from ..metrics.evaluator import evaluate
+    from ..metrics.frechet import UnstableMetricWarning
 
     if args.n is not None and args.n < 2:
         raise ValueError(f"--n must be >= 2, got {args.n}")
@@ -116,11 +118,13 @@ def run(args: argparse.Namespace) -> int:
         suffix = f"@{res}" if res else ""
         samples, ref = f"{name}:train{suffix}", f"{name}:test{suffix}"
     out = Path(args.out) if args.out else _default_out(args)
-    result = evaluate(samples, reference=ref, features=args.features, n=args.n, seed=args.seed, n_ref=args.n_ref,
-                      kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
-                      batch_size=args.batch_size, device=resolve_device(args.device),
-                      cache_dir=Path(args.cache_dir).expanduser(), stats_cache=not args.no_cache,
-                      weights=args.weights, out=out, progress=not args.no_progress)
+    with warnings.catch_warnings():  # printed below as one line each, from result["warnings"]
+        warnings.simplefilter("ignore", UnstableMetricWarning)
+        result = evaluate(samples, reference=ref, features=args.features, n=args.n, seed=args.seed, n_ref=args.n_ref,
+                          kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
+                          batch_size=args.batch_size, device=resolve_device(args.device),
+                          cache_dir=Path(args.cache_dir).expanduser(), stats_cache=not args.no_cache,
+                          weights=args.weights, out=out, progress=not args.no_progress)
     for note in result["warnings"]:
         say(f"warning: {note}")
     say(f"wrote {out}")
