@@ -11,7 +11,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -64,16 +64,21 @@ class KeyReport:
     def ok(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched)
 
-    def summary(self, limit: int = 8) -> str:
+    def summary(self, limit: int = 8, name: Callable[[str], str] = str, model: str = "model") -> str:
+        """One line naming the missing, unexpected and mis-shaped keys (`name` maps a key for display,
+        e.g. to its official name; `model` names the other side of the comparison)."""
+        def listed(items: list, fmt: Callable, sep: str = ", ") -> str:
+            more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+            return sep.join(fmt(k) for k in items[:limit]) + more
+
         parts = []
-        for name, items in (("missing", self.missing), ("unexpected", self.unexpected)):
-            if items:
-                more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
-                parts.append(f"{len(items)} {name}: {', '.join(items[:limit])}{more}")
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing from the file: {listed(self.missing, str)}")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected in the file: {listed(self.unexpected, name)}")
         if self.mismatched:
-            shown = [f"{k} file {tuple(a)} vs model {tuple(b)}" for k, a, b in self.mismatched[:limit]]
-            more = f" (+{len(self.mismatched) - limit} more)" if len(self.mismatched) > limit else ""
-            parts.append(f"{len(self.mismatched)} shape mismatches: {'; '.join(shown)}{more}")
+            shown = listed(self.mismatched, lambda m: f"{name(m[0])} file {tuple(m[1])} vs {model} {tuple(m[2])}", "; ")
+            parts.append(f"{len(self.mismatched)} shape mismatches: {shown}")
         return "; ".join(parts) if parts else "all keys matched"
 
 

@@ -130,7 +130,7 @@ def test_load_reports_mismatch_and_truncation(tmp_path):
     # config says depth 3 but weights have 2 layers -> missing keys reported, not ignored
     text = (tmp_path / "m" / "config.json").read_text().replace('"depth": 2', '"depth": 3')
     (tmp_path / "m" / "config.json").write_text(text)
-    with pytest.raises(CheckpointError, match="missing: layers.2.weight"):
+    with pytest.raises(CheckpointError, match="missing from the file: layers.2.weight"):
         load(tmp_path / "m")
     save(model, tmp_path / "t")
     w = tmp_path / "t" / "model.safetensors"

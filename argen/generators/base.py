@@ -110,6 +110,21 @@ class Generator(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
+    def _check_tokens(self, tokens: Tensor) -> None:
+        """Refuse token tensors that are not (B, num_tokens) int64 in layout order."""
+        n = self.config.num_tokens
+        if tokens.dim() != 2 or tokens.shape[1] != n or tokens.dtype != torch.long:
+            raise ValueError(f"tokens must be a LongTensor (B, {n}) for token grids {list(map(list, self.config.scales))}; "
+                             f"got {tuple(tokens.shape)} {tokens.dtype}")
+
+    @staticmethod
+    def _check_rows(cond: Cond, batch_size: int) -> int:
+        """Rows of `cond` at sampling: batch_size, or 2 * batch_size when CFG doubles it ([cond; uncond])."""
+        rows = cond.batch_size
+        if rows not in (batch_size, 2 * batch_size):
+            raise ValueError(f"cond has {rows} rows; expected {batch_size} or {2 * batch_size} ([cond; uncond])")
+        return rows
+
     # ------------------------------------------------------------------ training
 
     def loss(self, tokens: Tensor, cond: Cond, *, rng: torch.Generator | None = None) -> LossOutput:

@@ -265,18 +265,10 @@ class NextScaleGenerator(Generator):
                 out.metrics[f"nll_scale{k}"] = nll[:, a:b].mean()
         return out
 
-    def _check_tokens(self, tokens: Tensor) -> None:
-        n = self.config.num_tokens
-        if tokens.dim() != 2 or tokens.shape[1] != n or tokens.dtype != torch.long:
-            raise ValueError(f"tokens must be a LongTensor (B, {n}) for scales {list(map(list, self.config.scales))}; "
-                             f"got {tuple(tokens.shape)} {tokens.dtype}")
-
     # ------------------------------------------------------------------ sampling state machine
 
     def begin(self, cond: Cond, *, batch_size: int, opts: SampleOptions) -> DecodeState:
-        rows = cond.batch_size
-        if rows not in (batch_size, 2 * batch_size):
-            raise ValueError(f"cond has {rows} rows; expected {batch_size} or {2 * batch_size} ([cond; uncond])")
+        rows = self._check_rows(cond, batch_size)
         c, device = self.config, self.device
         ids = self.class_emb.ids(cond.labels.to(device))
         cache = KVCache(c.depth, rows, c.heads, c.num_tokens, c.width // c.heads, dtype=self.dtype, device=device)

@@ -188,9 +188,7 @@ class RandomOrderGenerator(RasterGenerator):
               ) -> DecodeState:
         """Start a run. `order` (else the `decode_order` block's, else config.sample_order) fixes the decoding
         order; "random" is drawn by `randomize(state, rng)`. Steps: opts.num_steps, else config.num_steps."""
-        rows = cond.batch_size
-        if rows not in (batch_size, 2 * batch_size):
-            raise ValueError(f"cond has {rows} rows; expected {batch_size} or {2 * batch_size} ([cond; uncond])")
+        rows = self._check_rows(cond, batch_size)
         c, n, device = self.config, self.config.num_tokens, self.device
         spec = order if order is not None else self._order if self._order is not None else c.sample_order
         cache = KVCache(c.depth, rows, c.num_heads, c.seq_len, c.head_dim, dtype=self.dtype, device=device)

@@ -158,18 +158,10 @@ class RasterGenerator(Generator):
             ids = self.cls_embedding.drop(ids, self.config.class_dropout, rng)
         return self.head.loss(self._logits(tokens, ids), tokens)
 
-    def _check_tokens(self, tokens: Tensor) -> None:
-        n = self.config.num_tokens
-        if tokens.dim() != 2 or tokens.shape[1] != n or tokens.dtype != torch.long:
-            raise ValueError(f"tokens must be a LongTensor (B, {n}) for grid {self.config.grid}; got "
-                             f"{tuple(tokens.shape)} {tokens.dtype}")
-
     # ------------------------------------------------------------------ sampling state machine
 
     def begin(self, cond: Cond, *, batch_size: int, opts: SampleOptions) -> DecodeState:
-        rows = cond.batch_size
-        if rows not in (batch_size, 2 * batch_size):
-            raise ValueError(f"cond has {rows} rows; expected {batch_size} or {2 * batch_size} ([cond; uncond])")
+        rows = self._check_rows(cond, batch_size)
         device = self.device
         ids = self.cls_embedding.ids(cond.labels.to(device))
         c, n = self.config, self.config.num_tokens

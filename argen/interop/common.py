@@ -159,18 +159,7 @@ def describe(rep: KeyReport, conv: Converted, limit: int = 8) -> str:
         src = conv.source_of.get(k, k)
         return k if src == k else f"{src} (-> {k})"
 
-    parts = []
-    if rep.missing:
-        more = f" (+{len(rep.missing) - limit} more)" if len(rep.missing) > limit else ""
-        parts.append(f"{len(rep.missing)} missing from the file: {', '.join(rep.missing[:limit])}{more}")
-    if rep.unexpected:
-        more = f" (+{len(rep.unexpected) - limit} more)" if len(rep.unexpected) > limit else ""
-        parts.append(f"{len(rep.unexpected)} unexpected in the file: {', '.join(name(k) for k in rep.unexpected[:limit])}{more}")
-    if rep.mismatched:
-        shown = [f"{name(k)} file {tuple(a)} vs argen {tuple(b)}" for k, a, b in rep.mismatched[:limit]]
-        more = f" (+{len(rep.mismatched) - limit} more)" if len(rep.mismatched) > limit else ""
-        parts.append(f"{len(rep.mismatched)} shape mismatches: {'; '.join(shown)}{more}")
-    return "; ".join(parts) if parts else "all keys matched"
+    return rep.summary(limit, name=name, model="argen")
 
 
 def load_strict(model: nn.Module, conv: Converted, source: str, hint: str = "", fresh: Iterable[str] = ()) -> KeyReport:
