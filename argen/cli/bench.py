@@ -15,6 +15,7 @@ import json
 import resource
 import time
 
+from . import HelpFormatter
 from ._common import add_device_argument, add_threads_argument, apply_threads, resolve_device, say
 
 COMMAND = "bench"
@@ -23,7 +24,7 @@ HELP = "benchmarks: `bench sample` measures images/s and peak memory of generato
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    s = sub.add_parser("sample", help="images/s and peak memory of sampling", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s = sub.add_parser("sample", help="images/s and peak memory of sampling", formatter_class=HelpFormatter)
     s.add_argument("--preset", required=True, help="comma-separated generator or pipeline presets, e.g. llamagen-b")
     s.add_argument("--batch", default="1", help="comma-separated batch sizes (images per generate call)")
     s.add_argument("--cfg", type=float, default=4.0, help="guidance scale (LlamaGen demo: 4.0; 1 = off)")

@@ -12,6 +12,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Callable
 
+from . import HelpFormatter
 from ._common import say
 
 COMMAND = "convert"
@@ -42,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="source", metavar="SOURCE")
     for name, src in SOURCES.items():
         sp = sub.add_parser(name, help=src.help, description=src.help,
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                            formatter_class=HelpFormatter)
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
         src.add_arguments(sp)
         sp.set_defaults(_convert=src.run)

@@ -16,6 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
+from . import HelpFormatter
 from ._common import add_device_argument, add_set_argument, add_threads_argument, apply_threads, resolve_device, say
 
 COMMAND = "tokenizer"
@@ -27,7 +28,7 @@ _TASK_PREFIXES = ("loss.", "task.")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    t = sub.add_parser("train", help="train a tokenizer preset", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t = sub.add_parser("train", help="train a tokenizer preset", formatter_class=HelpFormatter)
     t.add_argument("--preset", required=True, help="tokenizer preset, e.g. vq-tiny, fsq-tiny, vae-tiny (see `argen presets`)")
     t.add_argument("--data", default="fashion-mnist", help="dataset name (fashion-mnist, emoji) or image folder")
     t.add_argument("--resolution", type=int, default=None,
@@ -44,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_threads_argument(t)
 
     e = sub.add_parser("eval", help="PSNR, SSIM, rFID, codebook usage of a trained tokenizer",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     e.add_argument("path", help="a run directory from `tokenizer train` or a saved tokenizer directory")
     e.add_argument("--data", default="fashion-mnist", help="dataset name or image folder")
     e.add_argument("--split", default="test", help="train, test or all")
