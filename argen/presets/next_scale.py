@@ -11,7 +11,7 @@ d30 2010.02M, d36 2353.89M.
 from __future__ import annotations
 
 from ..config import Config
-from . import preset
+from . import get_config, preset
 
 VAR_SCALES_256 = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 6), (8, 8), (10, 10), (13, 13), (16, 16))
 VAR_SCALES_512 = ((1, 1), (2, 2), (3, 3), (4, 4), (6, 6), (9, 9), (13, 13), (18, 18), (24, 24), (32, 32))
@@ -64,7 +64,7 @@ def var_d36() -> Config:
 @preset("var-tiny", "tiny next-scale generator for CPU: 128 wide, 3 layers, 4 heads, 256 codes, scales 1,2,4,8, 10 classes")
 def var_tiny() -> Config:
     return _next_scale(vocab_size=256, num_classes=10, scales=TINY_SCALES, depth=3, dim=128, num_heads=4,
-                       quantizer=_msvq(dim=8, codebook_size=256, scales=TINY_SCALES), init_adaln_gamma=1e-3,
+                       quantizer=get_config("msvq-tiny").quantizer, init_adaln_gamma=1e-3,
                        drop_path=0.0, class_dropout=0.1)
 
 

@@ -96,9 +96,12 @@ def bsq_tiny() -> Config:
     return _tiny(_quantizer("bsq", dim=8, bits=8))
 
 
-@preset("msvq-tiny", "tiny f4 multi-scale VQ (VAR-style): 256 codes shared by scales 1,2,4,8 (85 tokens); 32 px")
+@preset("msvq-tiny", "tiny f4 multi-scale VQ (VAR-style): 256 codes shared by scales 1,2,4,8 (85 tokens), "
+                     "dead-code restarts; 32 px")
 def msvq_tiny() -> Config:
-    return _tiny(_quantizer("msvq", dim=8, codebook_size=256, scales=((1, 1), (2, 2), (4, 4), (8, 8))))
+    # dead_after=20: without restarts a short CPU run uses ~7% of the codes (measured: 6.6% vs 84% batch usage
+    # after 150 steps on Fashion-MNIST); VAR's own preset keeps the official behaviour (no restarts).
+    return _tiny(_quantizer("msvq", dim=8, codebook_size=256, scales=((1, 1), (2, 2), (4, 4), (8, 8)), dead_after=20))
 
 
 @preset("vae-tiny", "tiny f4 KL-VAE (continuous, 4 channels per token); 32 px -> 8x8x4")

@@ -369,3 +369,27 @@ def test_wrong_channel_count_is_explained():
     q = build(TINY["vq"])
     with pytest.raises(ValueError, match="dim"):
         q(torch.randn(1, 3, 2, 2))
+
+
+def test_msvq_dead_code_restarts_revive_unused_codes_and_keep_backward_working():
+    from argen.tokenizers.quantizers.msvq import MSVQConfig
+
+    torch.manual_seed(0)
+    cfg = MSVQConfig(dim=4, codebook_size=64, scales=((1, 1), (2, 2), (4, 4)), dead_after=2)
+    q = registry.build(cfg).train()
+    with torch.no_grad():  # every code far from the data: all but a few go unused
+        q.embedding.weight.mul_(0).add_(100.0)
+        q.embedding.weight[0].zero_()
+    opt = torch.optim.SGD(q.parameters(), lr=0.01)
+    restarted = []
+    for _ in range(4):
+        z = torch.randn(8, 4, 4, 4, requires_grad=True)
+        out = q(z)
+        (out.z_q.square().mean() + out.loss).backward()  # in-place restarts must not break autograd
+        opt.step()
+        opt.zero_grad()
+        restarted.append(float(out.stats["restarted"]))
+    assert sum(restarted) > 0
+    assert q.embedding.weight.abs().max() < 100  # far-away codes were replaced by residual rows
+    q.eval()
+    assert float(q(torch.randn(8, 4, 4, 4)).stats["restarted"]) == 0.0  # same stats keys, no restart in eval

@@ -201,3 +201,16 @@ def unflatten_channels_last(x: Tensor, shape: tuple[int, int, int]) -> Tensor:
 
 __all__ = ["QuantizerConfig", "Quantizer", "QuantOutput", "distributed", "all_reduce_sum_", "broadcast_",
            "histogram_stats", "flatten_channels_last", "unflatten_channels_last", "MAX_TRACKED_CODES"]
+
+
+@torch.no_grad()
+def restart_dead_codes(quantizer: "Quantizer", codebook, x: Tensor, after: int, seed: int, group: int = 0) -> Tensor:
+    """Replace codes of `codebook` unused for `after` steps with random rows of x (N, d); returns how many.
+
+    Shared by every codebook quantizer (vq, rvq, msvq). The seed mixes in the step and group so restarts are
+    reproducible and identical on every rank; restarted codes get a fresh usage window."""
+    dead = quantizer.dead_codes(after, group)
+    n = codebook.restart_(dead, x, seed + 1_000_003 * int(quantizer.usage_step) + 7919 * group)
+    if n:
+        quantizer.last_used[group].masked_fill_(dead, int(quantizer.usage_step))
+    return torch.tensor(float(n), device=x.device)

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from ... import registry
 from ...types import QuantOutput, TokenLayout
-from .base import Quantizer, QuantizerConfig, flatten_channels_last
+from .base import Quantizer, QuantizerConfig, flatten_channels_last, restart_dead_codes
 from .codebook import Codebook, nearest
 
 VAR_SCALES = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 6), (8, 8), (10, 10), (13, 13), (16, 16))
@@ -49,9 +49,13 @@ class MSVQConfig(QuantizerConfig):
     phi_sharing: int = 4  # VAR share_quant_resi: 0 = per scale, 1 = shared, n > 1 = n partially shared
     phi_ratio: float = 0.5  # VAR quant_resi; 0 = no Phi convs
     chunk_size: int = 0  # rows per search chunk; 0 = automatic
+    dead_after: int = 0  # > 0: restart codes unused for that many training steps from random residuals (not in VAR)
+    seed: int = 0  # seeds the restarts
 
     def __post_init__(self):
         super().__post_init__()
+        if self.dead_after < 0:
+            raise ValueError(f"dead_after must be >= 0 (0 = never restart dead codes), got {self.dead_after}")
         if self.codebook_size < 2:
             raise ValueError(f"codebook_size must be >= 2 codes, got {self.codebook_size}")
         if not self.scales:
@@ -161,11 +165,12 @@ class MultiScaleVectorQuantizer(Quantizer):
             rest = f_detached
             f_hat = torch.zeros_like(f_detached)
             loss = f.new_zeros(())
-            ids = []
+            ids, residuals = [], []
             for k, (h, w) in enumerate(self.scales):
                 last = k == num_scales - 1
                 r = rest if last else F.interpolate(rest, size=(h, w), mode="area")
-                idx = self._search(flatten_channels_last(r))  # (B*h*w,)
+                residuals.append(flatten_channels_last(r))  # (B*h*w, C): candidates for restarted codes
+                idx = self._search(residuals[-1])  # (B*h*w,)
                 ids.append(idx.view(b, h * w))
                 h_k = self._apply_phi(self._upsample(self.embed_scale(idx.view(b, h, w)), k), k)
                 f_hat = f_hat + h_k
@@ -174,7 +179,11 @@ class MultiScaleVectorQuantizer(Quantizer):
             loss = loss / num_scales
             z_q = f_hat.detach() - f_detached + f  # straight-through: value f_hat, gradient to f
         ids_bl = torch.cat(ids, dim=1)  # (B, L) coarse -> fine
-        return QuantOutput(z_q=z_q.to(z.dtype), ids=ids_bl, loss=loss, stats=self._usage(ids_bl))
+        stats = self._usage(ids_bl)
+        restart = self.training and self.config.dead_after > 0
+        stats["restarted"] = (restart_dead_codes(self, self.embedding, torch.cat(residuals), self.config.dead_after,
+                                                 self.config.seed) if restart else z.new_zeros((), dtype=torch.float32))
+        return QuantOutput(z_q=z_q.to(z.dtype), ids=ids_bl, loss=loss, stats=stats)
 
     # ------------------------------------------------------------------ ids <-> features (decode, generator I/O)
 

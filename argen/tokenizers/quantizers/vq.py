@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ... import registry
 from ...types import QuantOutput
-from .base import Quantizer, QuantizerConfig, flatten_channels_last, unflatten_channels_last
+from .base import Quantizer, QuantizerConfig, flatten_channels_last, restart_dead_codes, unflatten_channels_last
 from .codebook import Codebook
 
 
@@ -123,11 +123,5 @@ class VectorQuantizer(Quantizer):
         q = self.proj_out(self.codebook.embed(ids.reshape(-1)))  # (N, C)
         return unflatten_channels_last(q, (b, h, w))
 
-    @torch.no_grad()
     def _restart_dead(self, x: Tensor, group: int = 0, codebook: Codebook | None = None) -> Tensor:
-        dead = self.dead_codes(self.config.dead_after, group)
-        seed = self.config.seed + 1_000_003 * int(self.usage_step) + 7919 * group
-        n = (codebook or self.codebook).restart_(dead, x, seed)
-        if n:
-            self.last_used[group].masked_fill_(dead, int(self.usage_step))  # a fresh window for new codes
-        return torch.tensor(float(n), device=x.device)
+        return restart_dead_codes(self, codebook or self.codebook, x, self.config.dead_after, self.config.seed, group)
