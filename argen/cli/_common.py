@@ -37,3 +37,24 @@ def apply_threads(n: int | None) -> None:
 def say(msg: str) -> None:
     """Print a user-facing line (CLI only; the library never prints)."""
     print(msg, file=sys.stdout, flush=True)
+
+
+CFG_SCHEDULES = ("constant", "linear", "linear_scale", "interval")
+
+
+def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str, cfg_help: str) -> None:
+    """--seed, --cfg, --cfg-schedule, --temperature, --top-k, --top-p (None = the pipeline's stored default)."""
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
+    p.add_argument("--cfg", type=float, default=None, help=cfg_help)
+    p.add_argument("--cfg-schedule", default=None, choices=CFG_SCHEDULES,
+                   help="how the guidance scale varies over steps (default: the pipeline's)")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature, 0 = greedy")
+    p.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (0 = all)")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (1 = all)")
+
+
+def sampling_overrides(args: argparse.Namespace) -> dict:
+    """The sampling options the user gave (unset ones fall back to the pipeline's defaults)."""
+    given = dict(cfg=args.cfg, cfg_schedule=args.cfg_schedule, temperature=args.temperature, top_k=args.top_k,
+                 top_p=args.top_p)
+    return {k: v for k, v in given.items() if v is not None}

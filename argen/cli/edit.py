@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_device_argument, add_threads_argument, apply_threads, resolve_device, say
+from ._common import (add_device_argument, add_sampling_arguments, add_threads_argument, apply_threads, resolve_device,
+                      sampling_overrides, say)
 
 COMMAND = "edit"
 HELP = "in-paint / out-paint / class-edit an image with a saved pipeline (known tokens are kept every step)"
@@ -45,13 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label", default=None,
                    help="class id or name to regenerate the region as (default: unconditional, -1)")
     p.add_argument("--num", type=int, default=1, help="number of edits (N > 1 writes one grid)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same edit on the same device)")
-    p.add_argument("--cfg", type=float, default=None, help="guidance scale with --label, 1 = off (default: pipeline's)")
-    p.add_argument("--cfg-schedule", default=None, choices=["constant", "linear", "linear_scale", "interval"],
-                   help="how the guidance scale varies over steps (default: the pipeline's)")
-    p.add_argument("--temperature", type=float, default=None, help="sampling temperature, 0 = greedy")
-    p.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (0 = all)")
-    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (1 = all)")
+    add_sampling_arguments(p, seed_help="random seed (same seed -> same edit on the same device)",
+                           cfg_help="guidance scale with --label, 1 = off (default: pipeline's)")
     p.add_argument("--paste", default="hard", choices=["hard", "soft", "none"],
                    help="put the kept pixels back after decoding: exactly, feathered at the seam, or not")
     p.add_argument("--feather", type=int, default=None, help="--paste soft: seam width in pixels (default: one token)")
@@ -121,9 +117,8 @@ def run(args: argparse.Namespace) -> int:
     mode = "outpaint" if args.outpaint is not None else ("class" if labels and labels[0] >= 0 else "inpaint")
     edited = edit(pipe, image.expand(args.num, -1, -1, -1), mask, labels, mode=mode,
                   border=args.outpaint if args.outpaint is not None and not args.extend else 0, anchor=args.anchor, paste=args.paste,
-                  feather=args.feather, min_known=args.min_known, keep_coarse=args.keep_coarse, cfg=args.cfg,
-                  cfg_schedule=args.cfg_schedule, temperature=args.temperature, top_k=args.top_k,
-                  top_p=args.top_p, seed=args.seed).cpu()
+                  feather=args.feather, min_known=args.min_known, keep_coarse=args.keep_coarse, seed=args.seed,
+                  **sampling_overrides(args)).cpu()
     out = save_image(edited, args.out) if args.num == 1 else save_grid(edited, args.out, nrow=min(args.num, 8))
     say(f"{mode}: {args.num} edit{'s' if args.num > 1 else ''} of {args.image} ({size}x{size}) written to {out}")
     return 0

@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_device_argument, add_threads_argument, apply_threads, resolve_device, say
+from ._common import (add_device_argument, add_sampling_arguments, add_threads_argument, apply_threads, resolve_device,
+                      sampling_overrides, say)
 
 COMMAND = "sample"
 HELP = "generate images from a saved pipeline (class ids or names, CFG, top-k/top-p, seeds)"
@@ -21,13 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="comma-separated class ids or names, -1/none = unconditional, e.g. 0,1,sneaker")
     who.add_argument("--per-class", type=int, default=None, help="N images for every class (default 4)")
     who.add_argument("--num", type=int, default=None, help="N unconditional images")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same images on the same device)")
-    p.add_argument("--cfg", type=float, default=None, help="guidance scale, 1 = off (default: the pipeline's)")
-    p.add_argument("--cfg-schedule", default=None, choices=["constant", "linear", "linear_scale", "interval"],
-                   help="how the guidance scale varies over steps (default: the pipeline's)")
-    p.add_argument("--temperature", type=float, default=None, help="sampling temperature, 0 = greedy")
-    p.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (0 = all)")
-    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (1 = all)")
+    add_sampling_arguments(p, seed_help="random seed (same seed -> same images on the same device)",
+                           cfg_help="guidance scale, 1 = off (default: the pipeline's)")
     p.add_argument("--batch-size", type=int, default=None, help="images generated per forward batch (default: all)")
     p.add_argument("--out", default="samples", help="output directory for the PNGs")
     p.add_argument("--grid", default=None, help="also write all images as one grid PNG at this path")
@@ -65,8 +61,7 @@ def run(args: argparse.Namespace) -> int:
         labels = [c for c in range(n_cls) for _ in range(per)] if n_cls else [-1] * per
     if not labels:
         raise ValueError("nothing to sample: give --labels, --per-class N or --num N")
-    kwargs = {k: v for k, v in dict(cfg=args.cfg, cfg_schedule=args.cfg_schedule, temperature=args.temperature,
-                                    top_k=args.top_k, top_p=args.top_p).items() if v is not None}
+    kwargs = sampling_overrides(args)
     callback = None
     if args.progress:
         from tqdm.auto import tqdm
