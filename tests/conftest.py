@@ -14,3 +14,13 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture
 def rng():
     return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models are latency-bound: run a module single-threaded (two OpenMP threads on a busy 2-core box
+    spend far longer synchronising than working), then restore the thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -13,13 +13,7 @@ from argen.tokenizers.pixel import PixelConfig, PixelTokenizer
 from argen.types import Cond, SampleOptions
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are latency-bound; on a shared 2-core box two OpenMP threads spin and run ~20x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def tiny(grid=(3, 3), **kw) -> PixelGenerator:

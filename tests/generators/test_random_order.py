@@ -12,13 +12,7 @@ from argen.types import Cond, SampleOptions
 V, GRID, N = 40, (3, 4), 12
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are latency-bound; on a shared 2-core box two OpenMP threads spin and run ~20x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def tiny(**kw) -> RandomOrderGenerator:

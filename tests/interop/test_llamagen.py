@@ -26,13 +26,7 @@ NULL = SPEC["gpt"]["num_classes"]  # the official null-class id; argen's label f
 ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest single-threaded; 2 spinning OpenMP threads crawl on a loaded 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def tiny_gpt_overrides() -> dict:

@@ -17,13 +17,7 @@ from argen.sampling.editing import (border_mask, box_mask, edit, edit_tokens, ex
 from argen.types import Cond, SampleOptions, TokenLayout
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Hundreds of tiny decoding steps: on a shared, oversubscribed CPU two threads spin far longer than they work."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def _tiny_pipeline_preset(kind: str) -> str | None:
