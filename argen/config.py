@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import types
-import typing
 from typing import Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
 
 from .errors import ConfigError
@@ -119,14 +118,13 @@ def coerce(value: Any, tp: Any, path: str) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             if type(None) in args:
                 return None
-        errors = []
         for a in args:
             if a is type(None):
                 continue
             try:
                 return coerce(value, a, path)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                pass  # try the next member of the union
         raise ConfigError(f"{path}: cannot read {value!r} as {_type_name(tp)}")
     if origin is Literal:
         allowed = get_args(tp)
@@ -279,10 +277,4 @@ def to_json(cfg: Config) -> str:
     return json.dumps({"kind": type(cfg).kind, **to_dict(cfg)}, indent=2, sort_keys=False)
 
 
-def is_config(obj: Any) -> bool:
-    return isinstance(obj, Config)
-
-
-# typing helpers re-exported for config modules
 __all__ = ["Config", "CONFIG_VERSION", "to_dict", "from_dict", "coerce", "apply_overrides", "parse_assignment", "to_json"]
-_ = typing  # keep the import for get_type_hints of forward refs in submodules
