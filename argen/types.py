@@ -110,6 +110,8 @@ class SampleOptions:
     cfg_interval: tuple[float, float] = (0.0, 1.0)  # fraction of steps where guidance is on ("interval")
     num_steps: int | None = None  # paradigms with a choice of step count (masked); None = default
     gumbel: float = 0.0  # optional Gumbel smoothing strength (next-scale)
+    prune: tuple[float, ...] = ()  # next-scale: fraction of tokens skipped at each of the last len(prune) scales
+
 
     def __post_init__(self):
         if self.temperature < 0:
@@ -120,6 +122,8 @@ class SampleOptions:
             raise ValueError(f"top_p must be in (0, 1] (1 = keep all), got {self.top_p}")
         if self.cfg < 0:
             raise ValueError(f"cfg must be >= 0 (1 = no guidance), got {self.cfg}")
+        if any(not 0.0 <= r < 1.0 for r in self.prune):
+            raise ValueError(f"prune ratios must be in [0, 1) (fraction of a scale's tokens skipped), got {self.prune}")
 
 
 @dataclass

@@ -51,10 +51,13 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str, cfg_he
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature, 0 = greedy")
     p.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (0 = all)")
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (1 = all)")
+    p.add_argument("--prune", type=float, nargs="+", default=None, metavar="RATIO",
+                   help="next-scale only, approximate speed-up (FastVAR-style): fraction of tokens the transformer "
+                        "skips at each of the last scales, e.g. --prune 0.4 0.5 (default: exact sampling)")
 
 
 def sampling_overrides(args: argparse.Namespace) -> dict:
     """The sampling options the user gave (unset ones fall back to the pipeline's defaults)."""
     given = dict(cfg=args.cfg, cfg_schedule=args.cfg_schedule, temperature=args.temperature, top_k=args.top_k,
-                 top_p=args.top_p)
+                 top_p=args.top_p, prune=None if args.prune is None else tuple(args.prune))
     return {k: v for k, v in given.items() if v is not None}

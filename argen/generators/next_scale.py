@@ -129,6 +129,7 @@ class NextScaleGenerator(Generator):
     """VAR: block-causal transformer over a token pyramid, one scale per sampling step."""
 
     config: NextScaleConfig
+    supports_prune = True  # SampleOptions.prune (see _pruned_blocks)
 
     def __init__(self, config: NextScaleConfig):
         super().__init__(config)
@@ -222,8 +223,15 @@ class NextScaleGenerator(Generator):
     def _run(self, x: Tensor, mods: list[tuple[Tensor, ...]], *, mask: Tensor | None = None,
              cache: KVCache | None = None) -> Tensor:
         """Blocks + head over x (R, T, C) with precomputed modulations; logits (R, T, V) in fp32."""
+        return self._head(self._blocks(x, mods, mask=mask, cache=cache), mods)
+
+    def _blocks(self, x: Tensor, mods: list[tuple[Tensor, ...]], *, mask: Tensor | None = None,
+                cache: KVCache | None = None) -> Tensor:
         for i, b in enumerate(self.blocks):
             x = b(x, mask=mask, kv=None if cache is None else cache.layers[i], modulation=mods[i])
+        return x
+
+    def _head(self, x: Tensor, mods: list[tuple[Tensor, ...]]) -> Tensor:
         scale, shift = mods[-1]  # 2 x (R, 1, C)
         return self.output(modulate(self.head_norm(x), scale, shift)).float()
 
@@ -270,6 +278,9 @@ class NextScaleGenerator(Generator):
     def begin(self, cond: Cond, *, batch_size: int, opts: SampleOptions) -> DecodeState:
         rows = self._check_rows(cond, batch_size)
         c, device = self.config, self.device
+        if len(opts.prune) >= len(c.scales):
+            raise ValueError(f"prune gives ratios for {len(opts.prune)} scales, but only the last "
+                             f"{len(c.scales) - 1} of this model's {len(c.scales)} scales can be pruned")
         ids = self.class_emb.ids(cond.labels.to(device))
         cache = KVCache(c.depth, rows, c.heads, c.num_tokens, c.width // c.heads, dtype=self.dtype, device=device)
         tokens = torch.zeros(batch_size, c.num_tokens, dtype=torch.long, device=device)
@@ -277,7 +288,7 @@ class NextScaleGenerator(Generator):
         cond_vec = self._cond_vector(ids)
         return DecodeState(tokens, known, step=0, num_steps=len(c.scales),
                            cache={"kv": cache, "cond_vec": cond_vec, "mods": self._modulations(cond_vec),
-                                  "rows": rows, "f_hat": None,
+                                  "rows": rows, "f_hat": None, "freed": 0, "hidden": None,
                                   "opts": opts, "soft": None})
 
     def predict(self, state: DecodeState) -> Tensor:
@@ -306,10 +317,51 @@ class NextScaleGenerator(Generator):
             if rows != x.shape[0]:
                 x = x.repeat(rows // x.shape[0], 1, 1)  # (R, T, C): the same input for cond and uncond rows
         a, b = self.config.bounds[k]
-        kv.prepare(a, b - a, causal=False)  # the scale's tokens see each other and every coarser scale
-        logits = self._run(x, state.cache["mods"], cache=kv)
+        mods, freed = state.cache["mods"], state.cache["freed"]
+        keep = self._kept_tokens(state.cache["opts"].prune, k)
+        if keep is None:
+            # Slots: a scale's tokens go right after those of the coarser scales that were kept.
+            kv.prepare(a - freed, b - a, causal=False)  # the scale's tokens see each other and every coarser scale
+            hidden = self._blocks(x, mods, cache=kv)
+        else:
+            hidden = self._pruned_blocks(x, keep, state, kv)
+            state.cache["freed"] = freed + (b - a) - keep
+        if k + 1 < len(self.config.scales) and self._kept_tokens(state.cache["opts"].prune, k + 1) is not None:
+            state.cache["hidden"] = hidden  # the next scale restores its skipped tokens from these
+        logits = self._head(hidden, mods)
         state.cache["logits"] = logits
         return logits
+
+    # ------------------------------------------------------------------ late-scale token pruning (FastVAR)
+
+    def _kept_tokens(self, prune: tuple[float, ...], k: int) -> int | None:
+        """How many tokens of scale k the transformer processes under `prune` (None = all of them)."""
+        S, n = len(self.config.scales), len(prune)
+        if k < S - n or prune[k - (S - n)] == 0:
+            return None
+        h, w = self.config.scales[k]
+        return max(1, round(h * w * (1 - prune[k - (S - n)])))
+
+    def _pruned_blocks(self, x: Tensor, keep: int, state: DecodeState, kv: KVCache) -> Tensor:
+        """Training-free speed-up in the spirit of FastVAR (Guo et al., https://arxiv.org/abs/2503.23367): at a
+        late scale most tokens only refine what the coarser scales already fixed. The blocks run on the `keep`
+        "pivotal" tokens whose inputs differ most from the scale's mean (high-frequency content); the others take
+        the previous scale's final hidden states, resized to this scale ('area', as FastVAR). Only the kept tokens
+        enter the KV cache (attention carries no positions, so their slots are simply packed)."""
+        k, C = state.step, x.shape[-1]
+        a = self.config.bounds[k][0] - state.cache["freed"]
+        B = state.tokens.shape[0]
+        cond_x = x[:B]  # cond and uncond rows share the scale's input: select once, per image
+        score = (cond_x - cond_x.mean(1, keepdim=True)).square().sum(-1)  # (B, T)
+        idx = score.topk(keep, dim=1).indices.sort(dim=1).values  # (B, keep)
+        idx = idx.repeat(x.shape[0] // B, 1)[..., None].expand(-1, -1, C)  # (R, keep, C)
+        kv.prepare(a, keep, causal=False)
+        part = self._blocks(x.gather(1, idx), state.cache["mods"], cache=kv)  # (R, keep, C)
+        prev = state.cache["hidden"]  # (R, T', C) of scale k - 1
+        (hp, wp), (h, w) = self.config.scales[k - 1], self.config.scales[k]
+        grid = prev.transpose(1, 2).reshape(prev.shape[0], C, hp, wp)  # (R, T', C) -> (R, C, h', w')
+        full = F.interpolate(grid, size=(h, w), mode="area").flatten(2).transpose(1, 2)  # (R, T, C)
+        return full.scatter(1, idx, part)
 
     def commit(self, state: DecodeState, tokens: Tensor, scores: Tensor) -> None:
         k = state.step

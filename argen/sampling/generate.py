@@ -49,7 +49,7 @@ def _cond_rows(cond: Cond, start: int, end: int) -> Cond:
 def generate(generator, cond: Cond | Tensor | Sequence[int], *, cfg: float = 1.0,
              cfg_schedule: guidance.Schedule = "constant", cfg_interval: tuple[float, float] = (0.0, 1.0),
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, num_steps: int | None = None,
-             gumbel: float = 0.0, seed: int | None = None, rng: torch.Generator | None = None,
+             gumbel: float = 0.0, prune: Sequence[float] = (), seed: int | None = None, rng: torch.Generator | None = None,
              batch_size: int | None = None, force: Force | tuple[Tensor, Tensor] | None = None,
              options: SampleOptions | None = None, callback: Callable[[int, int], None] | None = None,
              pack_weights: bool | None = None) -> Tensor:
@@ -62,13 +62,18 @@ def generate(generator, cond: Cond | Tensor | Sequence[int], *, cfg: float = 1.0
     batch_size: split B into chunks of this many samples (bounded memory); chunks share the rng.
     force: editing hook (see module docstring). options: a SampleOptions instead of the individual knobs.
     callback(step, num_steps) is called after every step (progress bars).
+    prune: next-scale only, FastVAR-style speed-up: fractions of tokens the transformer skips at each of the last
+        len(prune) scales (their logits come from the previous scale's cached states); () = exact sampling.
     pack_weights: CPU fast path with prepacked weights for the run (see nn/fast_linear.py); None = automatic.
     """
     device = generator.device
     cond = as_cond(cond, device)
     opts = options or SampleOptions(temperature=temperature, top_k=top_k, top_p=top_p, cfg=cfg,
                                     cfg_schedule=cfg_schedule, cfg_interval=tuple(cfg_interval),
-                                    num_steps=num_steps, gumbel=gumbel)
+                                    num_steps=num_steps, gumbel=gumbel, prune=tuple(prune))
+    if opts.prune and not getattr(generator, "supports_prune", False):
+        raise ValueError(f"prune (skipping tokens at late scales) applies to next-scale generators only; "
+                         f"{type(generator).__name__} predicts no scales")
     if rng is None:
         rng = torch.Generator(device=device)
         if seed is None:

@@ -50,3 +50,9 @@ def test_next_scale_train_adopts_a_differently_sized_tokenizer_quantizer(tmp_pat
     assert pipe.generator.config.vocab_size == 128 and pipe.generator.quantizer.config == pipe.tokenizer.quantizer.config
     tq, gq = pipe.tokenizer.quantizer.state_dict(), pipe.generator.quantizer.state_dict()
     assert tq.keys() == gq.keys() and all(torch.equal(tq[k], gq[k]) for k in tq)
+    # the sampler's FastVAR-style pruning is reachable from the CLI, and refused with a one-line error when too long
+    out = tmp_path / "pruned"
+    assert main(["sample", str(tmp_path / "run" / "pipeline"), "--labels", "0,1", "--seed", "0", "--prune", "0.5",
+                 "--out", str(out)]) == 0 and len(list(out.glob("*.png"))) == 2
+    assert main(["sample", str(tmp_path / "run" / "pipeline"), "--labels", "0", "--prune", "0.5", "0.5", "0.5",
+                 "0.5", "--out", str(out)]) == 1

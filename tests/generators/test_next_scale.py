@@ -166,6 +166,50 @@ def test_gumbel_smoothing_changes_inputs_reproducibly():
     assert not torch.equal(soft[0], hard)
 
 
+def _block_input_lengths(gen):
+    seen = []
+    hook = gen.blocks[0].register_forward_pre_hook(lambda m, args, kw: seen.append(args[0].shape[1]), with_kwargs=True)
+    return seen, hook
+
+
+def test_prune_skips_late_scale_tokens_and_keeps_coarser_scales_exact():
+    scales = ((1, 1), (2, 2), (4, 4), (8, 8))
+    gen = make(scales=scales)
+    kw = dict(cfg=2.0, cfg_schedule="linear_scale", top_k=8, seed=3)
+    exact = argen.generate(gen, [0, 1, 2], **kw)
+    seen, hook = _block_input_lengths(gen)
+    pruned = argen.generate(gen, [0, 1, 2], prune=(0.25, 0.5), **kw)
+    hook.remove()
+    assert seen == [1, 4, 12, 32]  # 16 * 0.75 and 64 * 0.5 tokens through the blocks at the last two scales
+    assert torch.equal(pruned[:, :5], exact[:, :5])  # unpruned scales are sampled exactly as before
+    assert not torch.equal(pruned, exact)
+    assert torch.equal(pruned, argen.generate(gen, [0, 1, 2], prune=(0.25, 0.5), **kw))  # deterministic
+
+
+def test_prune_that_keeps_every_token_is_exact():
+    # A ratio that rounds to zero skipped tokens runs the pruned path (select, packed KV slots, restore, scatter)
+    # on all tokens: it must reproduce exact sampling, which checks the gather/scatter and KV bookkeeping.
+    scales = ((1, 1), (2, 2), (4, 4), (8, 8))
+    gen = make(scales=scales)
+    kw = dict(cfg=2.0, cfg_schedule="linear_scale", top_k=8, seed=3)
+    seen, hook = _block_input_lengths(gen)
+    almost = argen.generate(gen, [0, 1, 2], prune=(0.01, 0.005), **kw)
+    hook.remove()
+    assert seen == [1, 4, 16, 64]
+    assert torch.equal(almost, argen.generate(gen, [0, 1, 2], **kw))
+
+
+def test_prune_errors_say_what_is_allowed():
+    gen = make()
+    with pytest.raises(ValueError, match="in \\[0, 1\\)"):
+        argen.generate(gen, [0], prune=(1.0,))
+    with pytest.raises(ValueError, match="only the last 3"):
+        argen.generate(gen, [0], prune=(0.1, 0.1, 0.1, 0.1))
+    raster = argen.create("llamagen-tiny")
+    with pytest.raises(ValueError, match="next-scale generators only"):
+        argen.generate(raster, [0], prune=(0.5,))
+
+
 def test_fmnist_pipeline_preset_samples_images():
     pipe = argen.create("fmnist-var-tiny")
     pipe.generator.bind_tokenizer(pipe.tokenizer)
