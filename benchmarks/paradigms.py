@@ -4,6 +4,7 @@ at equal generator parameter count, equal generator CPU time and equal tokenizer
     python benchmarks/paradigms.py train --cpu-seconds 90 --max-images 10000 --out runs/bench-paradigms
     python benchmarks/paradigms.py eval --n 1000 --features lenet-fmnist --out runs/bench-paradigms
     python benchmarks/paradigms.py speed --grids 4 8 16 --batch 16 --out runs/bench-paradigms
+    python benchmarks/paradigms.py eval --paradigms next-scale --prune 0.5 ...   # FastVAR-style pruning's cost in quality
 
 Tokenizers: the `vq-tiny` / `msvq-tiny` runs of benchmarks/reconstruction.py (same recipe, same CPU budget),
 looked up in `--recon` (default runs/bench-recon/<data>-<family>/tokenizer); train them there first.
@@ -108,8 +109,13 @@ def train_one(paradigm: str, args: argparse.Namespace) -> dict:
     return res
 
 
+def _variant(paradigm: str, args: argparse.Namespace) -> str:
+    """'' for exact sampling; '-prune0.5' etc. when next-scale samples with --prune."""
+    return f"-prune{'-'.join(map(str, args.prune))}" if paradigm == "next-scale" and args.prune else ""
+
+
 def sample_one(paradigm: str, args: argparse.Namespace) -> dict:
-    """n/10 images per class from the trained pipeline, saved as samples.npz (uint8 N x H x W x 3)."""
+    """n/10 images per class from the trained pipeline, saved as samples[-pruneR].npz (uint8 N x H x W x 3)."""
     import numpy as np
     import torch
 
@@ -120,16 +126,18 @@ def sample_one(paradigm: str, args: argparse.Namespace) -> dict:
     pipe = Pipeline.load(out / "pipeline").eval()
     per_class = args.n // pipe.generator.config.num_classes
     labels = [c for c in range(pipe.generator.config.num_classes) for _ in range(per_class)]
+    extra = {"prune": tuple(args.prune)} if _variant(paradigm, args) else {}
     chunks, t0, w0 = [], time.process_time(), time.perf_counter()
     with torch.inference_mode():
         for i in range(0, len(labels), args.batch):
-            chunks.append(pipe(labels[i:i + args.batch], seed=args.seed + i))
+            chunks.append(pipe(labels[i:i + args.batch], seed=args.seed + i, **extra))
     cpu, wall = time.process_time() - t0, time.perf_counter() - w0
     images = torch.cat(chunks)  # (N, 3, H, W) in [-1, 1]
     arr = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    np.savez(out / "samples.npz", arr_0=arr)
-    res = {"n": len(labels), "sample_cpu_s": round(cpu, 1), "sample_wall_s": round(wall, 1)}
-    (out / "sample.json").write_text(json.dumps(res))
+    v = _variant(paradigm, args)
+    np.savez(out / f"samples{v}.npz", arr_0=arr)
+    res = {"n": len(labels), "sample_cpu_s": round(cpu, 1), "sample_wall_s": round(wall, 1), **extra}
+    (out / f"sample{v}.json").write_text(json.dumps(res))
     return res
 
 
@@ -203,6 +211,8 @@ def main() -> int:
     p.add_argument("--grids", nargs="+", type=int, default=[4, 8, 16])
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prune", type=float, nargs="+", default=None,
+                   help="eval: sample next-scale with this FastVAR-style pruning (fractions skipped at the last scales)")
     p.add_argument("--out", default="runs/bench-paradigms")
     p.add_argument("--one", nargs=2, metavar=("WHAT", "PARADIGM"), help=argparse.SUPPRESS)
     p.add_argument("--grid", type=int, help=argparse.SUPPRESS)
@@ -224,7 +234,8 @@ def main() -> int:
     common = ["--data", args.data, "--recon", args.recon, "--cpu-seconds", str(args.cpu_seconds), "--chunk",
               str(args.chunk), "--lr", str(args.lr), "--batch-size", str(args.batch_size), "--warmup", str(args.warmup),
               "--max-images", str(args.max_images), "--n", str(args.n), "--batch", str(args.batch),
-              "--repeats", str(args.repeats), "--seed", str(args.seed), "--out", str(out)]
+              "--repeats", str(args.repeats), "--seed", str(args.seed), "--out", str(out),
+              *(["--prune", *map(str, args.prune)] if args.prune else [])]
     if args.phase in ("train", "all"):  # both paradigms at once: same contention for both
         procs = [subprocess.Popen([sys.executable, __file__, "--one", "train", k, *common], env=ENV,
                                   stdout=open(out / f"{args.data}-{k}-train.log", "w"), stderr=subprocess.STDOUT)
@@ -239,22 +250,22 @@ def main() -> int:
     if args.phase in ("eval", "all"):
         rows = []
         for k in args.paradigms:
-            run = out / f"{args.data}-{k}"
-            if not (run / "samples.npz").is_file():
+            run, v = out / f"{args.data}-{k}", _variant(k, args)
+            if not (run / f"samples{v}.npz").is_file():
                 _child("--one", "sample", k, *common, log=out / f"{args.data}-{k}-eval.log")
-            res = run / f"eval-{args.features}-n{args.n}.json"
-            subprocess.call(["argen", "eval", "--samples", str(run / "samples.npz"), "--ref", f"{args.data}:test",
+            res = run / f"eval{v}-{args.features}-n{args.n}.json"
+            subprocess.call(["argen", "eval", "--samples", str(run / f"samples{v}.npz"), "--ref", f"{args.data}:test",
                              "--n", str(args.n), "--features", args.features, "--threads", "1", "--no-progress",
                              "--out", str(res)], env=ENV, stdout=open(out / f"{args.data}-{k}-eval.log", "a"),
                             stderr=subprocess.STDOUT)
-            rows.append({"paradigm": k, **json.loads(res.read_text())})
+            rows.append({"paradigm": k + v, **json.loads(res.read_text()), **json.loads((run / f"sample{v}.json").read_text())})
         floor = out / f"eval-floor-{args.features}-n{args.n}.json"
         if not floor.is_file():
             subprocess.call(["argen", "eval", "--samples", f"{args.data}:train@32", "--ref", f"{args.data}:test@32",
                              "--n", str(args.n), "--features", args.features, "--threads", "1", "--no-progress",
                              "--out", str(floor)], env=ENV, stdout=open(out / "floor.log", "a"), stderr=subprocess.STDOUT)
         rows.append({"paradigm": "real (train vs test)", **json.loads(floor.read_text())})
-        (out / f"eval-{args.features}-n{args.n}.json").write_text(json.dumps(rows, indent=2))
+        (out / f"eval{_variant('next-scale', args)}-{args.features}-n{args.n}.json").write_text(json.dumps(rows, indent=2))
         print(json.dumps(rows, indent=2))
     if args.phase in ("speed", "all"):
         (out / "speed.jsonl").unlink(missing_ok=True)
