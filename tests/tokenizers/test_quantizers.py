@@ -33,6 +33,7 @@ VARIANTS = {
     "rvq-shared-ema": RVQConfig(dim=6, codebook_size=16, depth=2, shared_codebook=True, ema_decay=0.9,
                                 kmeans_iters=2, dead_after=1, codebook_dim=4),
     "fsq-identity": FSQConfig(dim=3, levels=(8, 5, 5)),
+    "fsq-symmetric-actnorm": FSQConfig(dim=5, levels=(4, 5, 2), symmetric=True, actnorm=True),
     "lfq-factorized": LFQConfig(dim=5, bits=5, entropy_estimate="factorized"),
     "msvq-cosine-per-scale": MSVQConfig(dim=6, codebook_size=32, scales=SCALES, metric="cosine", phi_sharing=0),
     "msvq-shared-phi": MSVQConfig(dim=6, codebook_size=32, scales=SCALES, phi_sharing=1),
@@ -262,6 +263,51 @@ def test_fsq_ids_are_mixed_radix_and_cover_the_grid():
     half, offset = (lv - 1) * 1.001 / 2, torch.tensor([0.0, 0.5])
     pre = torch.atanh((codes * torch.tensor([1.0, 2.0]) + offset) / half) - torch.atanh(offset / half)
     assert torch.equal(q(pre.t().reshape(1, 2, 3, 4)).ids.flatten(), torch.arange(12))
+
+
+def test_fsq_symmetric_levels_are_evenly_spaced_and_mirror_under_negation():
+    q = build(FSQConfig(dim=2, levels=(4, 5), symmetric=True)).eval()
+    codes = q.ids_to_codes(torch.arange(20))  # (20, 2)
+    assert torch.allclose(codes[:4, 0], torch.tensor([-1.0, -1 / 3, 1 / 3, 1.0]))
+    assert torch.allclose(codes[::4, 1], torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0]))
+    # the paper's layout for L = 4 is -1, -1/2, 0, 1/2: negating the input does not negate the code there
+    z = torch.randn(1, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(q(-z).z_q, -q(z).z_q, atol=1e-6)
+    # a code's pre-image quantizes back to its id (0.999: the outer codes sit at the tanh bound)
+    pre = torch.atanh(codes * 0.999).t().reshape(1, 2, 4, 5)
+    assert torch.equal(q(pre).ids.flatten(), torch.arange(20))
+
+
+def test_fsq_tiny_uses_the_whole_grid_on_fresh_encoder_scale_latents():
+    """A freshly initialised encoder outputs small, off-centre latents (std ~0.1); fsq-tiny's actnorm rescales
+    them on the first training batch so that the grid is used from the start (without it: ~6% of the codes)."""
+    from argen.presets import get_config
+
+    cfg = get_config("fsq-tiny").quantizer
+    q = build(cfg).train()
+    g = torch.Generator().manual_seed(0)
+    shift = torch.randn(1, cfg.dim, 1, 1, generator=g) * 0.2
+    z = shift + 0.1 * torch.randn(64, cfg.dim, 8, 8, generator=g)  # 4096 positions, 256 codes
+    assert float(q(z).stats["usage"]) >= 0.95
+    q.eval()
+    assert float(q(shift + 0.1 * torch.randn(64, cfg.dim, 8, 8, generator=g)).stats["usage"]) >= 0.95
+
+
+def test_fsq_actnorm_initialises_once_from_the_first_training_batch(tmp_path):
+    q = build(FSQConfig(dim=3, levels=(5, 5, 5), actnorm=True))
+    z = torch.randn(8, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * torch.tensor([0.1, 2.0, 5.0]).view(1, 3, 1, 1) + 3
+    before = q.eval()(z).ids  # eval before any training: identity affine, nothing initialised
+    assert not bool(q.norm_initialized) and torch.equal(q.norm_scale.detach(), torch.ones(3))
+    q.train()(z)
+    x = z * q.norm_scale.detach().view(1, 3, 1, 1) + q.norm_bias.detach().view(1, 3, 1, 1)
+    assert torch.allclose(x.mean((0, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(x.std((0, 2, 3), correction=0), torch.ones(3), atol=1e-5)
+    assert not torch.equal(q.eval()(z).ids, before)
+    argen.save(q, tmp_path / "q")
+    loaded = argen.load(tmp_path / "q").train()
+    scale = loaded.norm_scale.detach().clone()
+    loaded(z * 10)  # a loaded (or resumed) quantizer keeps its initialisation
+    assert torch.equal(loaded.norm_scale.detach(), scale)
 
 
 def test_lfq_ids_are_sign_bits_most_significant_first():
