@@ -287,7 +287,7 @@ def test_fsq_tiny_uses_the_whole_grid_on_fresh_encoder_scale_latents():
     q = build(cfg).train()
     g = torch.Generator().manual_seed(0)
     shift = torch.randn(1, cfg.dim, 1, 1, generator=g) * 0.2
-    z = shift + 0.1 * torch.randn(64, cfg.dim, 8, 8, generator=g)  # 4096 positions, 256 codes
+    z = shift + 0.1 * torch.randn(64, cfg.dim, 8, 8, generator=g)  # 4096 positions, 240 codes
     assert float(q(z).stats["usage"]) >= 0.95
     q.eval()
     assert float(q(shift + 0.1 * torch.randn(64, cfg.dim, 8, 8, generator=g)).stats["usage"]) >= 0.95

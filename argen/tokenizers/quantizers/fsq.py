@@ -17,7 +17,7 @@ Two opt-in options (the `fsq-tiny` preset uses both; the defaults are the paper'
   channel has zero mean and unit variance there, then trained like any parameter (Glow's actnorm, Kingma &
   Dhariwal 2018, https://arxiv.org/abs/1807.03039, section 3.1). FSQ's grid is fixed, so the encoder's output
   scale decides how much of it is used: a freshly initialised conv encoder gives std ~0.1, which tanh maps to
-  the central levels only (fsq-tiny without it: ~8% of the grid at init, 50-60% after 60 CPU-s of training).
+  the central levels only (a 4^4 grid without it: ~8% used at init, 50-60% after 60 CPU-s of training).
   This is the FSQ analogue of initialising a VQ codebook from the first batch (k-means).
 """
 from __future__ import annotations
