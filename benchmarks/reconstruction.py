@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import time
@@ -70,7 +71,7 @@ def _evaluate(tokenizer, family: str, data: str, steps: int, cpu: float, args: a
     result = evaluate_tokenizer(tokenizer, data, split="test", resolution=RESOLUTION, n=args.n,
                                 features=args.features, batch_size=128)
     layout = tokenizer.layout_for(RESOLUTION, RESOLUTION)
-    bits = (layout.vocab_size.bit_length() - 1) * layout.tokens_per_position if layout.discrete else None
+    bits = round(math.log2(layout.vocab_size) * layout.tokens_per_position, 2) if layout.discrete else None
     return {"family": family, "data": data, "steps": steps, "cpu_seconds": round(cpu, 1),
             "params_M": round(sum(p.numel() for p in tokenizer.parameters()) / 1e6, 3),
             "tokens": layout.num_tokens, "grid": list(layout.grid), "bits_per_position": bits,
