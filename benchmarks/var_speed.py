@@ -2,6 +2,7 @@
 
     python benchmarks/var_speed.py --pipeline DIR --batch 1          # a converted VAR pipeline (argen convert var)
     python benchmarks/var_speed.py --preset imagenet-var-d16 --batch 4  # random weights of a preset
+    python benchmarks/var_speed.py --pipeline DIR --prune 0.4 0.5       # FastVAR-style pruning (approximate)
 
 Settings follow VAR's FID protocol unless overridden: cfg 1.5 linear in the scale index (argen cfg 2.5,
 cfg_schedule linear_scale), top-k 900, top-p 0.96, fp32, decode included. Prints one JSON line per timed run
@@ -32,6 +33,8 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=900)
     ap.add_argument("--top-p", type=float, default=0.96)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--prune", type=float, nargs="+", default=(),
+                    help="FastVAR-style pruning of the last scales (approximate; default: exact sampling)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
@@ -43,7 +46,7 @@ def main() -> None:
         marks = []
         start = time.perf_counter()
         tokens = pipe.sample_tokens(labels, cfg=a.cfg, cfg_schedule="linear_scale", top_k=a.top_k, top_p=a.top_p,
-                                    temperature=1.0, seed=a.seed + run,
+                                    temperature=1.0, seed=a.seed + run, prune=tuple(a.prune),
                                     callback=lambda step, n: marks.append(time.perf_counter()))
         t_tok = time.perf_counter()
         images = pipe.decode(tokens)
@@ -52,7 +55,7 @@ def main() -> None:
         if run < a.warmup:
             continue
         per_scale = [m - p for p, m in zip([start] + marks[:-1], marks)]
-        print(json.dumps({"impl": "argen", "batch": a.batch, "threads": torch.get_num_threads(),
+        print(json.dumps({"impl": "argen", "prune": list(a.prune), "batch": a.batch, "threads": torch.get_num_threads(),
                           "total_s": round(end - start, 3), "decoder_s": round(end - t_tok, 3),
                           "transformer_s": round(t_tok - start, 3), "per_scale_s": [round(x, 3) for x in per_scale],
                           "load_s": round(load_s, 2), "torch": torch.__version__, "machine": platform.machine()}),

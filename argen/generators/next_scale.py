@@ -130,6 +130,9 @@ class NextScaleGenerator(Generator):
 
     config: NextScaleConfig
     supports_prune = True  # SampleOptions.prune (see _pruned_blocks)
+    # Ten steps of up to 2 x 256 rows: packing the weights costs more than it saves (VAR-d16 batch 1 on 2 cores:
+    # 5.8 s with vs 5.3 s without; benchmarks/RESULTS.md). Raster decoding (hundreds of 2-row steps) gains ~2x.
+    pack_weights_default = False
 
     def __init__(self, config: NextScaleConfig):
         super().__init__(config)

@@ -64,7 +64,8 @@ def generate(generator, cond: Cond | Tensor | Sequence[int], *, cfg: float = 1.0
     callback(step, num_steps) is called after every step (progress bars).
     prune: next-scale only, FastVAR-style speed-up: fractions of tokens the transformer skips at each of the last
         len(prune) scales (their logits come from the previous scale's cached states); () = exact sampling.
-    pack_weights: CPU fast path with prepacked weights for the run (see nn/fast_linear.py); None = automatic.
+    pack_weights: CPU fast path with prepacked weights for the run (see nn/fast_linear.py); None = automatic
+        (the generator's `pack_weights_default` if it sets one, else pack when memory allows).
     """
     device = generator.device
     cond = as_cond(cond, device)
@@ -93,6 +94,8 @@ def generate(generator, cond: Cond | Tensor | Sequence[int], *, cfg: float = 1.0
     generator.eval()
     try:
         rows = min(chunk, total) * (2 if opts.cfg != 1.0 else 1)
+        if pack_weights is None:  # a generator may know that packing does not pay for its step pattern
+            pack_weights = getattr(generator, "pack_weights_default", None)
         with torch.inference_mode(), packed_linears(generator, rows, enabled=pack_weights):
             outs = [_generate_batch(generator, _cond_rows(cond, s, s + chunk), opts, rng,
                                     None if force is None else force.rows(s, s + chunk), callback)

@@ -226,3 +226,21 @@ def test_fresh_pipeline_binds_the_tokenizer_quantizer():
     tq, gq = pipe.tokenizer.quantizer.state_dict(), pipe.generator.quantizer.state_dict()
     assert tq.keys() == gq.keys()
     assert all(torch.equal(tq[k], gq[k]) for k in tq)
+
+
+def test_sampling_does_not_pack_weights_unless_asked(monkeypatch):
+    # Next-scale sampling takes a few steps of many rows, where prepacking costs more than it saves; the
+    # default leaves the weights as they are, and pack_weights=True still forces it.
+    import argen.nn.fast_linear as fl
+
+    monkeypatch.setattr(fl, "MIN_PACK_ELEMENTS", 1)  # make the tiny model's linears eligible
+    gen = make()
+    packed_during = []
+    hook = gen.blocks[0].register_forward_pre_hook(
+        lambda m, args: packed_during.append(any(getattr(x, "_packed", None) is not None for x in m.modules())))
+    argen.generate(gen, [0, 1], seed=0)
+    assert packed_during and not any(packed_during)
+    packed_during.clear()
+    argen.generate(gen, [0, 1], seed=0, pack_weights=True)
+    hook.remove()
+    assert all(packed_during) == fl._ops_available()
