@@ -112,7 +112,6 @@ class SampleOptions:
     gumbel: float = 0.0  # optional Gumbel smoothing strength (next-scale)
     prune: tuple[float, ...] = ()  # next-scale: fraction of tokens skipped at each of the last len(prune) scales
 
-
     def __post_init__(self):
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
