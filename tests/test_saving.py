@@ -2,6 +2,7 @@
 cannot be built or filled that way falls back to a normal build. Both paths must give the saved model."""
 from dataclasses import dataclass
 
+import pytest
 import torch
 from torch import nn
 
@@ -90,3 +91,27 @@ def test_load_casts_saved_dtype_to_the_models(tmp_path):
     loaded = argen.load(tmp_path / "m")
     assert loaded.lin.weight.dtype == torch.float32  # as a copy into the built model would give
     assert torch.equal(loaded.lin.weight, model.lin.weight.float())
+
+
+@pytest.mark.parametrize("name", [n for n in argen.list_presets() if n.endswith("-tiny")])
+def test_every_tiny_preset_loads_through_the_meta_path_unchanged(name, tmp_path):
+    # A module that computes a buffer from an uninitialised tensor (or ties weights) would silently send loading
+    # back to the slow build; this keeps the fast path in use for every registered family.
+    from safetensors.torch import load_file
+
+    from argen.presets import get_config
+    from argen.saving import _leftover_meta, load_state_dict_checked
+
+    cfg = get_config(name)
+    torch.manual_seed(0)
+    model = registry.build(cfg)
+    save(model, tmp_path / "m")
+    fast = deferred_init(lambda: registry.build(cfg))
+    assert fast is not None
+    load_state_dict_checked(fast, load_file(str(tmp_path / "m" / "model.safetensors")), assign=True)
+    assert _leftover_meta(fast) == []
+    loaded = argen.load(tmp_path / "m")
+    want = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    got = {**dict(loaded.named_parameters()), **dict(loaded.named_buffers())}
+    assert want.keys() == got.keys()
+    assert all(torch.equal(want[k], got[k]) for k in want)  # non-persistent constants included
