@@ -23,7 +23,7 @@ from . import registry
 from .config import Config
 from .errors import CheckpointError
 from .generators.base import Generator, GeneratorConfig
-from .sampling.generate import generate
+from .sampling.generate import evaluating, generate
 from .tokenizers.base import Tokenizer, TokenizerConfig
 from .types import Cond
 
@@ -108,13 +108,8 @@ class Pipeline(nn.Module):
         return generate(self.generator, labels, **{**self.config.sample_defaults, **kwargs})
 
     def decode(self, tokens: Tensor) -> Tensor:
-        was_training = self.tokenizer.training
-        self.tokenizer.eval()
-        try:
-            with torch.inference_mode():
-                return self.tokenizer.decode(tokens).clamp(-1.0, 1.0)
-        finally:
-            self.tokenizer.train(was_training)
+        with evaluating(self.tokenizer):
+            return self.tokenizer.decode(tokens).clamp(-1.0, 1.0)
 
     def forward(self, labels: Cond | Tensor | Sequence[int], **kwargs: Any) -> Tensor:
         """Generate images (B, 3, H, W) in [-1, 1] for class ids (-1 = unconditional)."""

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..types import TokenLayout
-from .generate import Force, generate
+from .generate import Force, evaluating, generate
 
 Mode = Literal["inpaint", "outpaint", "class"]
 Paste = Literal["hard", "soft", "none"]
@@ -251,14 +251,9 @@ def plan_edit(model: Any, images: Tensor, mask: Tensor | None = None, labels: An
 
     layout = generator.layout
     regen = pixel_mask_to_token_mask(mask, layout, min_known=min_known, keep_coarse=keep_coarse)  # (B, P)
-    was_training = tokenizer.training
-    tokenizer.eval()
-    try:
-        with torch.inference_mode():
-            param = next((p for p in tokenizer.parameters() if p.is_floating_point()), None)
-            tokens = tokenizer.encode(images if param is None else images.to(param.dtype))
-    finally:
-        tokenizer.train(was_training)
+    with evaluating(tokenizer):
+        param = next((p for p in tokenizer.parameters() if p.is_floating_point()), None)
+        tokens = tokenizer.encode(images if param is None else images.to(param.dtype))
     return EditPlan(images=images, mask=mask, labels=labels, force=Force(tokens.to(device), ~regen))
 
 
@@ -296,13 +291,8 @@ def edit(model: Any, images: Tensor, mask: Tensor | None = None, labels: Any = N
                      keep_coarse=keep_coarse)
     tokens = edit_tokens(model, plan, cfg=cfg, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                          rng=rng, **sample_kwargs)
-    was_training = tokenizer.training
-    tokenizer.eval()
-    try:
-        with torch.inference_mode():
-            out = tokenizer.decode(tokens).clamp(-1.0, 1.0).to(plan.images.dtype)
-    finally:
-        tokenizer.train(was_training)
+    with evaluating(tokenizer):
+        out = tokenizer.decode(tokens).clamp(-1.0, 1.0).to(plan.images.dtype)
     if feather is None:
         feather = max(1, plan.images.shape[-1] // generator.layout.grid[1])
     return paste_known(out, plan.images, plan.mask, paste=paste, feather=feather)

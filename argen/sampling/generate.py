@@ -11,16 +11,29 @@ generator conditions every later step on them (in-painting, out-painting, prefix
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..conditioning.labels import as_cond
 from ..nn.fast_linear import packed_linears
 from ..types import Cond, SampleOptions
 from . import guidance
+
+
+@contextmanager
+def evaluating(module: nn.Module) -> Iterator[None]:
+    """Run `module` in eval mode under `torch.inference_mode`; its training flag is restored afterwards."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        module.train(was_training)
 
 
 @dataclass
@@ -90,18 +103,13 @@ def generate(generator, cond: Cond | Tensor | Sequence[int], *, cfg: float = 1.0
     chunk = batch_size or total
     if chunk < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    was_training = generator.training
-    generator.eval()
-    try:
-        rows = min(chunk, total) * (2 if opts.cfg != 1.0 else 1)
-        if pack_weights is None:  # a generator may know that packing does not pay for its step pattern
-            pack_weights = getattr(generator, "pack_weights_default", None)
-        with torch.inference_mode(), packed_linears(generator, rows, enabled=pack_weights):
-            outs = [_generate_batch(generator, _cond_rows(cond, s, s + chunk), opts, rng,
-                                    None if force is None else force.rows(s, s + chunk), callback)
-                    for s in range(0, total, chunk)]
-    finally:
-        generator.train(was_training)
+    rows = min(chunk, total) * (2 if opts.cfg != 1.0 else 1)
+    if pack_weights is None:  # a generator may know that packing does not pay for its step pattern
+        pack_weights = getattr(generator, "pack_weights_default", None)
+    with evaluating(generator), packed_linears(generator, rows, enabled=pack_weights):
+        outs = [_generate_batch(generator, _cond_rows(cond, s, s + chunk), opts, rng,
+                                None if force is None else force.rows(s, s + chunk), callback)
+                for s in range(0, total, chunk)]
     return torch.cat(outs)
 
 
