@@ -59,3 +59,14 @@ def test_from_parts_and_official_pipeline_presets():
     assert p.tokenizer is tok and p.config.cfg == 3.0 and isinstance(p.config, PipelineConfig)
     cfg = get_config("imagenet-llamagen-l")
     assert cfg.generator.grid == (24, 24) and cfg.tokenizer.resolution == 384 and cfg.cfg == 2.0
+
+
+def test_sampling_and_decoding_restore_the_training_flag():
+    # generate / decode run in eval + inference mode and hand the modules back as they were (mid-training samples)
+    pipe = argen.create("fmnist-raster-tiny").train()
+    images = pipe([0, 1], seed=0)
+    assert pipe.generator.training and pipe.tokenizer.training
+    assert images.shape[0] == 2 and not images.requires_grad
+    pipe.eval()
+    pipe([0], seed=0)
+    assert not pipe.generator.training and not pipe.tokenizer.training
