@@ -199,10 +199,6 @@ def unflatten_channels_last(x: Tensor, shape: tuple[int, int, int]) -> Tensor:
     return x.view(b, h, w, -1).permute(0, 3, 1, 2)  # (B, C, H, W)
 
 
-__all__ = ["QuantizerConfig", "Quantizer", "QuantOutput", "distributed", "all_reduce_sum_", "broadcast_",
-           "histogram_stats", "flatten_channels_last", "unflatten_channels_last", "MAX_TRACKED_CODES"]
-
-
 @torch.no_grad()
 def restart_dead_codes(quantizer: "Quantizer", codebook, x: Tensor, after: int, seed: int, group: int = 0) -> Tensor:
     """Replace codes of `codebook` unused for `after` steps with random rows of x (N, d); returns how many.
@@ -214,3 +210,8 @@ def restart_dead_codes(quantizer: "Quantizer", codebook, x: Tensor, after: int, 
     if n:
         quantizer.last_used[group].masked_fill_(dead, int(quantizer.usage_step))
     return torch.tensor(float(n), device=x.device)
+
+
+__all__ = ["QuantizerConfig", "Quantizer", "QuantOutput", "distributed", "all_reduce_sum_", "broadcast_",
+           "histogram_stats", "flatten_channels_last", "unflatten_channels_last", "MAX_TRACKED_CODES",
+           "restart_dead_codes"]

@@ -159,6 +159,7 @@ class MultiScaleVectorQuantizer(Quantizer):
             raise ValueError(f"z has grid {(H, W)} but the last scale is {self.scales[-1]}; the encoder's output "
                              "grid must equal the last scale")
         num_scales = len(self.scales)
+        restart = self.training and self.config.dead_after > 0
         with torch.autocast(device_type=z.device.type, enabled=False):
             f = z.float()
             f_detached = f.detach()
@@ -169,8 +170,10 @@ class MultiScaleVectorQuantizer(Quantizer):
             for k, (h, w) in enumerate(self.scales):
                 last = k == num_scales - 1
                 r = rest if last else F.interpolate(rest, size=(h, w), mode="area")
-                residuals.append(flatten_channels_last(r))  # (B*h*w, C): candidates for restarted codes
-                idx = self._search(residuals[-1])  # (B*h*w,)
+                flat = flatten_channels_last(r)  # (B*h*w, C)
+                if restart:
+                    residuals.append(flat)  # candidates for restarted codes
+                idx = self._search(flat)  # (B*h*w,)
                 ids.append(idx.view(b, h * w))
                 h_k = self._apply_phi(self._upsample(self.embed_scale(idx.view(b, h, w)), k), k)
                 f_hat = f_hat + h_k
@@ -180,7 +183,6 @@ class MultiScaleVectorQuantizer(Quantizer):
             z_q = f_hat.detach() - f_detached + f  # straight-through: value f_hat, gradient to f
         ids_bl = torch.cat(ids, dim=1)  # (B, L) coarse -> fine
         stats = self._usage(ids_bl)
-        restart = self.training and self.config.dead_after > 0
         stats["restarted"] = (restart_dead_codes(self, self.embedding, torch.cat(residuals), self.config.dead_after,
                                                  self.config.seed) if restart else z.new_zeros((), dtype=torch.float32))
         return QuantOutput(z_q=z_q.to(z.dtype), ids=ids_bl, loss=loss, stats=stats)
