@@ -34,8 +34,7 @@ from .. import registry
 from ..conditioning.labels import ClassEmbedder, as_cond
 from ..errors import ConfigError
 from ..heads.categorical import CategoricalHead
-from ..nn import AdaLNModulation, Block, KVCache, LayerNorm, modulate
-from ..nn.fast_linear import Linear
+from ..nn import AdaLNModulation, Block, KVCache, LayerNorm, Linear, modulate
 from ..registry import register
 from ..sampling.guidance import combine, guidance_scale
 from ..sampling.logits import top_k_filter, top_p_filter
