@@ -250,7 +250,6 @@ class NextScaleGenerator(Generator):
         return self._logits(tokens, self.class_emb.ids(labels.to(tokens.device)))
 
     def _logits(self, tokens: Tensor, ids: Tensor) -> Tensor:
-        c = self.config
         cond_vec = self._cond_vector(ids)  # (B, C)
         feats = self.quantizer.build_next_scale_inputs(tokens).to(cond_vec.dtype)  # (B, L - first_len, Cq)
         sos = cond_vec.unsqueeze(1) + self.pos_start  # (B, first_len, C)
