@@ -78,7 +78,6 @@ def _pipeline(tokenizer: Config, generator: Config, **fields) -> Config:
 
 @preset("fmnist-var-tiny", "Fashion-MNIST class-conditional next-scale: msvq-tiny (32 px, scales 1,2,4,8) + var-tiny")
 def fmnist_var_tiny() -> Config:
-    from . import get_config
     from .pipelines import FASHION_MNIST_CLASSES
 
     return _pipeline(get_config("msvq-tiny"), var_tiny(), class_names=FASHION_MNIST_CLASSES, cfg=2.0,
@@ -86,8 +85,6 @@ def fmnist_var_tiny() -> Config:
 
 
 def _imagenet_var(generator: Config, scales=VAR_SCALES_256) -> Config:
-    from . import get_config
-
     tok = get_config("msvq-f16-c4096")
     side = scales[-1][0]
     tok = tok.replace(resolution=16 * side, net=tok.net.replace(attn_resolutions=(side,)),
