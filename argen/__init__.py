@@ -1,6 +1,7 @@
 """argen: autoregressive visual generation from small shared parts.
 
-Public surface: `create`, `load`, `save`, `list_presets`, `generate`, `Pipeline`.
+Public surface: `create`, `load`, `save`, `list_presets`, `generate`, `Pipeline`, and the recipes
+`train_tokenizer` / `train_generator`.
 """
 from __future__ import annotations
 
@@ -40,17 +41,19 @@ def list_presets() -> list[str]:
     return _list()
 
 
+# Heavier pieces are imported on first use so `import argen` stays fast.
+_LAZY = {"generate": ("sampling.loop", "generate"), "Pipeline": ("pipeline", "Pipeline"),
+         "train_tokenizer": ("train.recipes", "train_tokenizer"), "train_generator": ("train.recipes", "train_generator")}
+
+
 def __getattr__(name: str):
-    # Heavier pieces are imported on first use so `import argen` stays fast.
-    if name == "generate":
-        from .sampling import generate
+    if name in _LAZY:
+        import importlib
 
-        return generate
-    if name == "Pipeline":
-        from .pipeline import Pipeline
-
-        return Pipeline
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
     raise AttributeError(f"module 'argen' has no attribute '{name}'")
 
 
-__all__ = ["create", "load", "save", "list_presets", "generate", "Pipeline", "__version__"]
+__all__ = ["create", "load", "save", "list_presets", "generate", "Pipeline", "train_tokenizer", "train_generator",
+           "__version__"]

@@ -18,9 +18,12 @@ import json
 import types
 from typing import Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
 
+from . import registry
 from .errors import ConfigError
 
-CONFIG_VERSION = 1
+# Version 2: pipelines saved as component folders (tokenizer/, conditioner/, generator/), class conditioning
+# moved out of the generators into a conditioner; `argen.saving` migrates version-1 directories on load.
+CONFIG_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -93,8 +96,6 @@ def _join(path: str, name: str) -> str:
 
 
 def _config_class_for(kind: str, base: type[Config], path: str) -> type[Config]:
-    from . import registry
-
     cfg_cls = registry.config_class(kind)
     if not issubclass(cfg_cls, base):
         allowed = registry.names(base)

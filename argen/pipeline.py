@@ -1,119 +1,111 @@
-"""Pipeline = tokenizer + generator: class labels in, images in [-1, 1] out; saved as one directory.
+"""Pipeline = tokenizer + conditioner + generator: conditions in, images in [-1, 1] out; saved as one
+directory of component folders.
 
-    pipe = argen.Pipeline.load("runs/fmnist-raster")          # config.json + model.safetensors
-    images = pipe([0, 1, 2], seed=0, cfg=2.0, top_k=50)        # (3, 3, H, W) in [-1, 1]
+    pipe = argen.Pipeline.load("runs/fmnist-raster/pipeline")   # tokenizer/, conditioner/, generator/
+    images = pipe([0, "sneaker", -1], seed=0, cfg=2.0, top_k=50)  # (3, 3, H, W) in [-1, 1]
     pipe.save("out/dir")
 
-The config nests both component configs (each with its `kind`), so `argen.load(dir)` rebuilds the whole
-thing with nothing else; the stored sampling defaults (cfg, top_k, ...) apply unless a call overrides them.
-Class conditioning lives inside the generator (its class embedder); text/image conditioners would be a third
-component here.
+The three components are independent modules with their own configs; the pipeline checks that they fit
+(the tokenizer's token layout is the generator's, the conditioner's width the generator's) and binds the
+generator to the tokenizer (next-scale generators share the tokenizer's quantizer: one copy, saved once).
+The stored sampling defaults (`config.sampling`) apply unless a call overrides them.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from . import registry
+from .conditioning.base import Conditioner, ConditionerConfig
 from .config import Config
 from .errors import CheckpointError
 from .generators.base import Generator, GeneratorConfig
-from .sampling.generate import evaluating, generate
+from .sampling.loop import evaluating, generate
 from .tokenizers.base import Tokenizer, TokenizerConfig
-from .types import Cond
+from .types import SampleOptions
 
-
-def _preset(name: str) -> Config:
-    from .presets import get_config
-
-    return get_config(name)
+COMPONENTS = ("tokenizer", "conditioner", "generator")
 
 
 @dataclass(frozen=True, kw_only=True)
 class PipelineConfig(Config):
-    """Tokenizer + generator configs, class names and default sampling options for `__call__`."""
+    """The three component configs and the default sampling options of `__call__`. `conditioner.dim` is set
+    to the generator's width."""
 
-    tokenizer: TokenizerConfig = field(default_factory=lambda: _preset("vq-tiny"))
-    generator: GeneratorConfig = field(default_factory=lambda: _preset("llamagen-tiny"))
-    class_names: tuple[str, ...] = ()
-    cfg: float = 1.0
-    cfg_schedule: Literal["constant", "linear", "linear_scale", "interval"] = "constant"
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
+    tokenizer: TokenizerConfig
+    conditioner: ConditionerConfig
+    generator: GeneratorConfig
+    sampling: SampleOptions = field(default_factory=SampleOptions)
 
     def __post_init__(self):
-        n = self.generator.num_classes
-        if self.class_names and len(self.class_names) != n:
-            raise ValueError(f"class_names has {len(self.class_names)} entries but generator.num_classes is {n}; "
-                             "give one name per class or none")
-        if self.cfg < 0 or self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
-            raise ValueError("sampling defaults out of range: need cfg >= 0, temperature >= 0, top_k >= 0, "
-                             "0 < top_p <= 1")
-
-    @property
-    def sample_defaults(self) -> dict[str, Any]:
-        return dict(cfg=self.cfg, cfg_schedule=self.cfg_schedule, temperature=self.temperature, top_k=self.top_k,
-                    top_p=self.top_p)
+        # The conditioner's width is derived: it follows the generator's (so `--set generator.dim=...` suffices).
+        if self.conditioner.dim != self.generator.cond_dim:
+            object.__setattr__(self, "conditioner", self.conditioner.replace(dim=self.generator.cond_dim))
 
 
 @registry.register("pipeline", PipelineConfig)
 class Pipeline(nn.Module):
-    """`pipe(labels, **sample_kwargs) -> images (B, 3, H, W) in [-1, 1]`; see `argen.generate` for kwargs."""
+    """`pipe(cond, **sample_kwargs) -> images (B, 3, H, W) in [-1, 1]`; see `argen.generate` for kwargs."""
 
     config: PipelineConfig
+    components = COMPONENTS  # saved as sub-folders, each a model directory of its own
 
     def __init__(self, config: PipelineConfig):
         super().__init__()
         self.config = config
         self.tokenizer: Tokenizer = registry.build(config.tokenizer)
+        self.conditioner: Conditioner = registry.build(config.conditioner)
         self.generator: Generator = registry.build(config.generator)
-        # Layout check, and for next-scale a copy of the tokenizer's codebook + Phi, so a fresh pipeline
-        # is consistent before any weights load (loading then overwrites both copies with saved values).
+        self._bind()
+
+    def _bind(self) -> None:
+        self.generator.check_conditioner(self.conditioner)
+        # Layout check, and for next-scale sharing the tokenizer's codebook + Phi, so that loading the
+        # tokenizer's weights sets the generator's inputs too.
         self.generator.bind_tokenizer(self.tokenizer)
 
     @classmethod
-    def from_parts(cls, tokenizer: Tokenizer, generator: Generator, **options: Any) -> "Pipeline":
-        """Wrap existing (e.g. trained) components; `options` are PipelineConfig fields (class_names, cfg, ...)."""
-        cfg = PipelineConfig(tokenizer=tokenizer.config, generator=generator.config, **options)
+    def from_parts(cls, tokenizer: Tokenizer, conditioner: Conditioner, generator: Generator,
+                   sampling: SampleOptions | None = None, **sample_defaults: Any) -> "Pipeline":
+        """Wrap existing (e.g. trained) components; `sample_defaults` are SampleOptions fields (cfg, top_k, ...)."""
+        sampling = sampling or SampleOptions()
+        if sample_defaults:
+            sampling = sampling.replace(**sample_defaults)
+        cfg = PipelineConfig(tokenizer=tokenizer.config, conditioner=conditioner.config, generator=generator.config,
+                             sampling=sampling)
         pipe = cls.__new__(cls)
         nn.Module.__init__(pipe)
-        pipe.config, pipe.tokenizer, pipe.generator = cfg, tokenizer, generator
-        generator.bind_tokenizer(tokenizer)
+        pipe.config, pipe.tokenizer, pipe.conditioner, pipe.generator = cfg, tokenizer, conditioner, generator
+        pipe._bind()
         return pipe
 
-    def labels_for(self, names: Sequence[str | int]) -> list[int]:
-        """Class ids from names (case-insensitive) or ids ("sneaker", "7", 7); -1 / "none" = unconditional."""
-        out = []
-        for n in names:
-            s = str(n).strip()
-            if s.lstrip("-").isdigit():
-                out.append(int(s))
-            elif s.lower() in ("none", "null", "uncond"):
-                out.append(-1)
-            elif s.lower() in (lowered := [c.lower() for c in self.config.class_names]):
-                out.append(lowered.index(s.lower()))
-            else:
-                known = ", ".join(self.config.class_names) or "(this pipeline has no class names; use ids)"
-                raise ValueError(f"unknown class {s!r}; use an id in [0, {self.generator.config.num_classes}) or one of: {known}")
-        return out
+    def component_skip(self, name: str) -> tuple[str, ...]:
+        """State-dict prefixes of component `name` that another component saves (the bound quantizer)."""
+        return self.generator.tokenizer_state_prefixes() if name == "generator" else ()
 
-    def sample_tokens(self, labels: Cond | Tensor | Sequence[int], **kwargs: Any) -> Tensor:
+    # ------------------------------------------------------------------ sampling
+
+    def sample_defaults(self) -> dict[str, Any]:
+        """The stored sampling options as keyword knobs."""
+        s = self.config.sampling
+        return {f.name: getattr(s, f.name) for f in fields(s)}
+
+    def sample_tokens(self, cond: Any, **kwargs: Any) -> Tensor:
         """Tokens (B, L) in layout order; kwargs override the stored sampling defaults."""
-        return generate(self.generator, labels, **{**self.config.sample_defaults, **kwargs})
+        return generate(self.generator, self.conditioner, cond, options=self.config.sampling, **kwargs)
 
     def decode(self, tokens: Tensor) -> Tensor:
         with evaluating(self.tokenizer):
             return self.tokenizer.decode(tokens).clamp(-1.0, 1.0)
 
-    def forward(self, labels: Cond | Tensor | Sequence[int], **kwargs: Any) -> Tensor:
-        """Generate images (B, 3, H, W) in [-1, 1] for class ids (-1 = unconditional)."""
-        return self.decode(self.sample_tokens(labels, **kwargs))
+    def forward(self, cond: Any, **kwargs: Any) -> Tensor:
+        """Generate images (B, 3, H, W) in [-1, 1] for conditions (class ids / names, -1 = unconditional)."""
+        return self.decode(self.sample_tokens(cond, **kwargs))
 
     # ------------------------------------------------------------------ persistence
 
@@ -131,9 +123,8 @@ class Pipeline(nn.Module):
         model = load(directory, map_location=map_location)
         if not isinstance(model, cls):
             raise CheckpointError(f"{directory} holds a {type(model).__name__}, not a pipeline; build one with "
-                                  "Pipeline.from_parts(tokenizer, generator) or `argen train`")
+                                  "Pipeline.from_parts(tokenizer, conditioner, generator) or `argen train`")
         return model
 
     from_pretrained = load
-
 

@@ -5,20 +5,26 @@
         def __init__(self, config: VQConfig): ...
 
     build(VQConfig(codebook_size=512))  # -> VectorQuantizer
+
+This module imports nothing of argen's but the error types, so `config.py` can depend on it without a cycle.
+The component packages register their kinds when imported; `load_components` imports them by name (an
+explicit list: a renamed or missing package fails loudly here, it is never probed for).
 """
 from __future__ import annotations
 
 import importlib
-import importlib.util
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from .config import Config
 from .errors import ConfigError
 
-_REGISTRY: dict[str, tuple[type[Config], type]] = {}
+if TYPE_CHECKING:
+    from .config import Config
 
-# Packages whose modules register kinds on import; imported lazily so `import argen` stays cheap.
-_COMPONENT_PACKAGES = (
+_REGISTRY: dict[str, tuple[type, type]] = {}
+
+# Packages whose modules register kinds on import, in data-flow order. Imported on first use of the registry
+# (not by `import argen`, which stays cheap for the CLI's start-up).
+COMPONENT_PACKAGES = (
     "argen.tokenizers",
     "argen.conditioning",
     "argen.heads",
@@ -29,7 +35,7 @@ _COMPONENT_PACKAGES = (
 _loaded = False
 
 
-def register(kind: str, config_cls: type[Config]) -> Callable[[type], type]:
+def register(kind: str, config_cls: type["Config"]) -> Callable[[type], type]:
     """Class decorator: make `config_cls` buildable into the decorated class under `kind`."""
 
     def deco(cls: type) -> type:
@@ -47,17 +53,16 @@ def register(kind: str, config_cls: type[Config]) -> Callable[[type], type]:
 
 
 def load_components() -> None:
-    """Import every component package so its kinds are registered."""
+    """Import every component package so its kinds are registered (once)."""
     global _loaded
     if _loaded:
         return
     _loaded = True
-    for pkg in _COMPONENT_PACKAGES:
-        if importlib.util.find_spec(pkg) is not None:
-            importlib.import_module(pkg)
+    for pkg in COMPONENT_PACKAGES:
+        importlib.import_module(pkg)
 
 
-def build(cfg: Config, **kwargs: Any) -> Any:
+def build(cfg: "Config", **kwargs: Any) -> Any:
     """Instantiate the class registered for this config's kind."""
     load_components()
     kind = type(cfg).kind
@@ -66,7 +71,7 @@ def build(cfg: Config, **kwargs: Any) -> Any:
     return _REGISTRY[kind][1](cfg, **kwargs)
 
 
-def config_class(kind: str) -> type[Config]:
+def config_class(kind: str) -> type["Config"]:
     load_components()
     if kind not in _REGISTRY:
         raise ConfigError(f"unknown kind '{kind}'; registered kinds: {', '.join(names())}")
@@ -78,7 +83,7 @@ def component_class(kind: str) -> type:
     return _REGISTRY[kind][1]
 
 
-def names(base: type[Config] | None = None) -> list[str]:
+def names(base: type | None = None) -> list[str]:
     """Registered kinds, optionally only those whose config subclasses `base`."""
     load_components()
     return sorted(k for k, (c, _) in _REGISTRY.items() if base is None or issubclass(c, base))

@@ -19,7 +19,7 @@ from torch.overrides import TorchFunctionMode
 
 from . import __version__
 from .config import CONFIG_VERSION, Config, from_dict, to_dict
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -159,8 +159,7 @@ def deferred_init(build: Callable[[], nn.Module]) -> nn.Module | None:
             model = build()
     except (RuntimeError, NotImplementedError, TypeError, ValueError):
         return None
-    params = [p for _, p in model.named_parameters(remove_duplicate=False)]
-    if len({id(p) for p in params}) != len(params):
+    if _tied_across_modules(model):
         return None  # tied parameters: assignment would untie them
     return model
 
@@ -171,31 +170,80 @@ def _leftover_meta(model: nn.Module) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- save / load
+#
+# A saved model is a directory with config.json ({"format", "kind", "version", "argen_version", "config"})
+# and model.safetensors. A model with `components` (a Pipeline) is saved as one sub-directory per component,
+# each such a directory itself, plus a config.json holding its own fields and the component names; a
+# component whose weights partly belong to another (the next-scale generator's bound quantizer) records them
+# as "shared" and leaves them out.
+
+
+def _dedupe(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Tensors safetensors can write: exact aliases (tied weights) kept once, other views of a shared storage
+    copied, everything contiguous. The loader accepts the dropped aliases (check_state_dict)."""
+    seen: dict[tuple, str] = {}
+    storages: dict[int, int] = {}
+    for v in state.values():
+        storages[_storage_id(v)] = storages.get(_storage_id(v), 0) + 1
+    out = {}
+    for k, v in state.items():
+        sig = (_storage_id(v), v.storage_offset(), tuple(v.shape), tuple(v.stride()), v.dtype)
+        if sig in seen:
+            continue
+        seen[sig] = k
+        v = v.detach()
+        out[k] = v.clone().contiguous() if storages[_storage_id(v)] > 1 else v.contiguous()
+    return out
+
+
+def _meta(model: nn.Module, config: dict[str, Any]) -> dict[str, Any]:
+    return {"format": "argen", "kind": type(model.config).kind, "version": CONFIG_VERSION,
+            "argen_version": __version__, "config": config}
+
+
+def _save_one(model: nn.Module, directory: Path, extra: dict[str, Any] | None = None,
+              shared: tuple[str, ...] = (), shared_with: str = "") -> None:
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(shared)} if shared else model.state_dict()
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        save_file(_dedupe(state), str(tmp), metadata={"format": "pt", "kind": type(model.config).kind})
+    meta = _meta(model, to_dict(model.config))
+    if shared:
+        meta["shared"] = {"prefixes": list(shared), "with": shared_with}
+    if extra:
+        meta["extra"] = extra
+    atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
+
 
 def save(model: nn.Module, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
     """Write `model` (which must have `.config`, a registered Config) to `directory`."""
-    from safetensors.torch import save_model
-
     cfg = getattr(model, "config", None)
     if not isinstance(cfg, Config) or not type(cfg).kind:
         raise CheckpointError(f"{type(model).__name__} has no registered `.config`; only registry-built models can be saved")
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_path(directory / WEIGHTS_NAME) as tmp:
-        save_model(model, str(tmp), metadata={"format": "pt", "kind": type(cfg).kind})
-    meta = {"format": "argen", "kind": type(cfg).kind, "version": CONFIG_VERSION, "argen_version": __version__,
-            "config": to_dict(cfg)}
+    if directory.exists() and not directory.is_dir():
+        raise CheckpointError(f"cannot save to {directory}: it is a file; choose a directory path")
+    parts = tuple(getattr(model, "components", ()))
+    if not parts:
+        _save_one(model, directory, extra)
+        return directory
+    for name in parts:
+        skip = model.component_skip(name)
+        _save_one(getattr(model, name), directory / name, shared=skip, shared_with="tokenizer" if skip else "")
+    meta = _meta(model, {k: v for k, v in to_dict(cfg).items() if k not in parts})
+    meta["components"] = list(parts)
     if extra:
         meta["extra"] = extra
     atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
+    stale = directory / WEIGHTS_NAME  # a flat (version 1) save in the same place: now superseded
+    if stale.is_file():
+        stale.unlink()
     return directory
 
 
-def read_config(directory: str | os.PathLike) -> Config:
-    """Read and validate `config.json` of a saved model directory."""
-    from . import registry
-
-    directory = Path(directory)
+def _read_meta(directory: Path) -> dict[str, Any]:
     path = directory / CONFIG_NAME
     if not path.is_file():
         hint = " (it is a file; pass the directory that holds config.json)" if directory.is_file() else ""
@@ -206,36 +254,87 @@ def read_config(directory: str | os.PathLike) -> Config:
         raise CheckpointError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); the file is corrupt") from None
     if not isinstance(meta, dict) or "kind" not in meta or "config" not in meta:
         raise CheckpointError(f"{path} lacks 'kind' and 'config'; was it written by argen.save?")
-    version = meta.get("version", 0)
-    if version > CONFIG_VERSION:
-        raise CheckpointError(f"{path} has config version {version}, newer than this argen ({CONFIG_VERSION}); upgrade argen")
-    return from_dict(registry.config_class(meta["kind"]), meta["config"])
+    return meta
 
 
-def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Build the model described by `directory/config.json` and load its weights strictly."""
+def _read_weights(directory: Path, map_location: str | torch.device) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from . import registry
-
-    directory = Path(directory)
-    cfg = read_config(directory)
     weights = directory / WEIGHTS_NAME
     if not weights.is_file():
         raise CheckpointError(f"{weights} not found; the saved model is incomplete (re-save it with argen.save)")
     try:
-        state = load_file(str(weights), device=str(map_location))
+        return load_file(str(weights), device=str(map_location))
     except (SafetensorError, OSError, RuntimeError) as e:
         raise CheckpointError(f"{weights} cannot be read ({e}); the file is truncated or corrupt") from None
+
+
+def read_model(directory: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+               as_component: bool = False) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(meta, state) of a saved directory, assembled from its component folders and migrated to the current
+    config version: meta["config"] is the whole nested config, state the whole state dict."""
+    from .migrations import migrate
+
+    directory = Path(directory)
+    meta = _read_meta(directory)
+    if "shared" in meta and not as_component:
+        raise CheckpointError(f"{directory} is a component of {directory.parent} and shares weights with its "
+                              f"{meta['shared'].get('with', 'other component')}; load the pipeline directory "
+                              f"{directory.parent} instead")
+    if "components" in meta:
+        config, state = dict(meta["config"]), {}
+        for name in meta["components"]:
+            sub_meta, sub_state = read_model(directory / name, map_location, as_component=True)
+            config[name] = {"kind": sub_meta["kind"], **sub_meta["config"]}
+            state.update({f"{name}.{k}": v for k, v in sub_state.items()})
+        meta = {k: v for k, v in meta.items() if k != "components"} | {"config": config}
+    else:
+        state = _read_weights(directory, map_location)
+    return migrate(meta, state, str(directory))
+
+
+def read_config(directory: str | os.PathLike) -> Config:
+    """The validated config of a saved model directory (weights are read too, for migrations)."""
+    from . import registry
+
+    meta, _ = read_model(directory)
+    return from_dict(registry.config_class(meta["kind"]), meta["config"])
+
+
+def _tied_across_modules(model: nn.Module) -> bool:
+    """Whether one Parameter object is held by two different modules (tied weights: assignment would untie
+    them). A module shared by two parents (a bound quantizer) holds its parameters once and is fine."""
+    owners: dict[int, tuple[int, str]] = {}
+    for _, mod in model.named_modules():  # remove_duplicate: a shared module is visited once
+        for name, p in mod._parameters.items():
+            if p is None:
+                continue
+            if id(p) in owners and owners[id(p)] != (id(mod), name):
+                return True
+            owners[id(p)] = (id(mod), name)
+    return False
+
+
+def load(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Build the model described by `directory/config.json` and load its weights strictly."""
+    from . import registry
+
+    directory = Path(directory)
+    meta, state = read_model(directory, map_location)
+    try:
+        cfg = from_dict(registry.config_class(meta["kind"]), meta["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{directory / CONFIG_NAME}: {e}") from None
+    source = str(directory)
     # Building the model on the meta device skips a random initialisation that the weights overwrite anyway
     # (seconds for a 300M-parameter model); anything that cannot be built or filled that way is built normally.
     model = deferred_init(lambda: registry.build(cfg))
     if model is not None:
-        load_state_dict_checked(model, state, source=str(weights), assign=True)
+        load_state_dict_checked(model, state, source=source, assign=True)
         if _leftover_meta(model):
             model = None
     if model is None:
         model = registry.build(cfg)
-        load_state_dict_checked(model, state, source=str(weights))
+        load_state_dict_checked(model, state, source=source)
     return model.to(map_location).eval()

@@ -5,11 +5,15 @@ Images are always (B, 3, H, W) float in [-1, 1].
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-import torch
-from torch import Tensor
+from .config import Config
+
+if TYPE_CHECKING:  # torch loads on first use, so the CLI can build its parser (and --help) without it
+    import torch
+    from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -76,10 +80,25 @@ class LossOutput:
     metrics: dict[str, Tensor | float] = field(default_factory=dict)
 
 
+CfgSchedule = Literal["constant", "linear", "linear_scale", "interval"]
+CFG_SCHEDULES: tuple[str, ...] = get_args(CfgSchedule)  # the one list (CLI choices, validation, docs)
+
+
+def _rows(t: Any, start: int, end: int) -> Any:
+    return None if t is None else t[start:end]
+
+
+def _cat(a: Any, b: Any) -> Any:
+    import torch
+
+    return None if a is None else torch.cat([a, b])
+
+
 @dataclass
 class Cond:
-    """Conditioning for a batch. `labels` int64 (B,) class ids; `text` embeddings (B, T, D) with
-    `text_mask` (B, T) bool; `image` (B, 3, H, W) for image/control conditioning."""
+    """Raw conditioning of a batch, before a conditioner embeds it: `labels` int64 (B,) class ids (-1 = no
+    label); `text` embeddings (B, T, D) with `text_mask` (B, T) bool; `image` (B, 3, H, W). Which fields a
+    model needs is its conditioner's business (`argen.conditioning`)."""
 
     labels: Tensor | None = None
     text: Tensor | None = None
@@ -97,49 +116,70 @@ class Cond:
         mv = lambda t: None if t is None else t.to(device)  # noqa: E731
         return Cond(mv(self.labels), mv(self.text), mv(self.text_mask), mv(self.image))
 
+    def rows(self, start: int, end: int) -> "Cond":
+        """Samples start..end-1."""
+        return Cond(*(_rows(t, start, end) for t in (self.labels, self.text, self.text_mask, self.image)))
 
-@dataclass(frozen=True)
-class SampleOptions:
-    """Sampling knobs shared by every paradigm (one word means one thing)."""
+    def cat(self, other: "Cond") -> "Cond":
+        """[self; other] along the batch (CFG's [cond; uncond] rows); fields absent in `self` stay absent."""
+        return Cond(_cat(self.labels, other.labels), _cat(self.text, other.text),
+                    _cat(self.text_mask, other.text_mask), _cat(self.image, other.image))
+
+
+@dataclass
+class Conditioning:
+    """What a conditioner hands a generator, in the generator's width C: `prefix` tokens (B, P, C) (with
+    `prefix_mask` (B, P) bool, True = a real token; None = all real) and one `vector` (B, C) for AdaLN or a
+    start token. A generator uses the fields its paradigm needs (LlamaGen: the prefix; VAR: the vector)."""
+
+    prefix: Tensor
+    vector: Tensor
+    prefix_mask: Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.vector.shape[0]
+
+    def rows(self, start: int, end: int) -> "Conditioning":
+        return Conditioning(self.prefix[start:end], self.vector[start:end], _rows(self.prefix_mask, start, end))
+
+    def repeat(self, n: int) -> "Conditioning":
+        """Every row n times in a block (rows [c; c; ...]), e.g. several samples per prompt."""
+        mask = None if self.prefix_mask is None else self.prefix_mask.repeat(n, 1)
+        return Conditioning(self.prefix.repeat(n, 1, 1), self.vector.repeat(n, 1), mask)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SampleOptions(Config):
+    """Sampling knobs shared by every paradigm (one word means one thing). Paradigm-only knobs (decoding
+    order, number of steps, pruning, ...) live in each sampler's own options (`argen.sampling.samplers`)."""
 
     temperature: float = 1.0
     top_k: int = 0  # 0 = keep all
     top_p: float = 1.0  # 1.0 = keep all
     cfg: float = 1.0  # 1.0 = no guidance
-    cfg_schedule: Literal["constant", "linear", "linear_scale", "interval"] = "constant"
+    cfg_schedule: CfgSchedule = "constant"
     cfg_interval: tuple[float, float] = (0.0, 1.0)  # fraction of steps where guidance is on ("interval")
-    num_steps: int | None = None  # paradigms with a choice of step count (masked); None = default
-    gumbel: float = 0.0  # optional Gumbel smoothing strength (next-scale)
-    prune: tuple[float, ...] = ()  # next-scale: fraction of tokens skipped at each of the last len(prune) scales
 
     def __post_init__(self):
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 = keep all), got {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
+        finite = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
+        if not finite(self.temperature) or self.temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature}")
+        if 0 < self.temperature < 1e-6:
+            raise ValueError(f"temperature {self.temperature} is too small to sample from (logits / T overflow); "
+                             "use 0 for greedy decoding or a value >= 1e-6")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"top_k must be an integer >= 0 (0 = keep all), got {self.top_k}")
+        if not finite(self.top_p) or not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1] (1 = keep all), got {self.top_p}")
-        if self.cfg < 0:
-            raise ValueError(f"cfg must be >= 0 (1 = no guidance), got {self.cfg}")
-        if any(not 0.0 <= r < 1.0 for r in self.prune):
-            raise ValueError(f"prune ratios must be in [0, 1) (fraction of a scale's tokens skipped), got {self.prune}")
-
-
-@dataclass
-class DecodeState:
-    """Mutable state of one generation run, owned by a generator's begin/predict/commit.
-
-    `tokens` holds the sequence in the generator's token order (B, L) (or (B, L, D) continuous);
-    `known` marks positions already fixed (by sampling or forced by editing); `step`/`num_steps`
-    drive schedules; `cache` is generator-private (KV caches, orders, ...).
-    """
-
-    tokens: Tensor
-    known: Tensor
-    step: int
-    num_steps: int
-    cache: dict[str, Any] = field(default_factory=dict)
+        if not finite(self.cfg) or self.cfg < 0:
+            raise ValueError(f"cfg must be a finite number >= 0 (1 = no guidance), got {self.cfg}")
+        if self.cfg_schedule not in CFG_SCHEDULES:
+            raise ValueError(f"cfg_schedule must be one of {', '.join(CFG_SCHEDULES)}; got {self.cfg_schedule!r}")
+        if len(self.cfg_interval) != 2 or not all(finite(v) for v in self.cfg_interval):
+            raise ValueError(f"cfg_interval must be two finite fractions (lo, hi); got {self.cfg_interval}")
 
     @property
-    def done(self) -> bool:
-        return self.step >= self.num_steps
+    def guided(self) -> bool:
+        """Whether sampling runs the [cond; uncond] rows (any cfg other than 1)."""
+        return self.cfg != 1.0

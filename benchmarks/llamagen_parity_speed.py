@@ -73,8 +73,8 @@ def run_argen(pipe, labels, args, seed):
     import argen
 
     t0 = time.perf_counter()
-    ids = argen.generate(pipe.generator, labels, cfg=args.cfg, temperature=args.temperature, top_k=args.top_k,
-                         top_p=args.top_p, seed=seed)
+    ids = argen.generate(pipe.generator, pipe.conditioner, labels, cfg=args.cfg, temperature=args.temperature,
+                         top_k=args.top_k, top_p=args.top_p, seed=seed, pack_weights=args.pack_weights)
     t1 = time.perf_counter()
     images = pipe.decode(ids) if args.decode else None
     return ids, images, t1 - t0, time.perf_counter() - t1
@@ -97,6 +97,7 @@ def main() -> int:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--no-decode", dest="decode", action="store_false")
+    p.add_argument("--pack-weights", action="store_true", help="argen's opt-in prepacked-weight CPU path")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)

@@ -51,18 +51,16 @@ def _param_count(module) -> int:
 
 def train_one(paradigm: str, args: argparse.Namespace) -> dict:
     """Train one paradigm's generator for the CPU budget, in this (single-threaded) process; save a pipeline."""
-    import dataclasses
-
     import torch
 
     torch.set_num_threads(1)
     from argen import registry
-    from argen.cli.train import _FirstN, _sync, build_configs
     from argen.data import TokenCacheDataset, build_token_cache, fingerprint, load_dataset
-    from argen.generators.base import GeneratorTask
+    from argen.generators import GeneratorTask
     from argen.pipeline import Pipeline
     from argen.saving import load
     from argen.train import Trainer
+    from argen.train.recipes import FirstN, generator_configs
 
     spec = PARADIGMS[paradigm]
     out = Path(args.out) / f"{args.data}-{paradigm}"
@@ -72,36 +70,32 @@ def train_one(paradigm: str, args: argparse.Namespace) -> dict:
     tokenizer = load(tok_dir).eval()
     for p in tokenizer.parameters():
         p.requires_grad_(False)
-    cli = argparse.Namespace(preset=spec["preset"], overrides=list(spec["set"]), steps=1_000_000,
-                             batch_size=args.batch_size, lr=args.lr, seed=0, progress=False)
-    cfg, train_cfg = build_configs(cli, torch.device("cpu"))
-    train_cfg = train_cfg.replace(schedule="constant", warmup_steps=args.warmup, log_every=args.chunk, ckpt_every=0,
-                                  keep_checkpoints=1)
     dataset = load_dataset(args.data, split="train", resolution=tokenizer.config.resolution)
     if args.max_images:
-        dataset = _FirstN(dataset, args.max_images)
-    cfg, _ = _sync(cfg, tokenizer, dataset)
+        dataset = FirstN(dataset, args.max_images)
+    cfg, train_cfg, _ = generator_configs(spec["preset"], tokenizer, dataset, list(spec["set"]), steps=1_000_000,
+                                          batch_size=args.batch_size, lr=args.lr, seed=0)
+    train_cfg = train_cfg.replace(schedule="constant", warmup_steps=args.warmup, log_every=args.chunk, ckpt_every=0,
+                                  keep_checkpoints=1)
     t0 = time.process_time()
     build_token_cache(tokenizer.encode, dataset, out / "tokens", batch_size=128, tokenizer_hash=fingerprint(tokenizer))
     encode_cpu = time.process_time() - t0
     tokens = TokenCacheDataset(out / "tokens", tokenizer_hash=fingerprint(tokenizer))
     torch.manual_seed(0)
     generator = registry.build(cfg.generator)
-    if hasattr(generator, "bind_tokenizer"):
-        generator.bind_tokenizer(tokenizer)
-    trainer = Trainer(train_cfg, GeneratorTask(generator), tokens, out, resume=False)
+    conditioner = registry.build(cfg.conditioner)
+    generator.bind_tokenizer(tokenizer)
+    trainer = Trainer(train_cfg, GeneratorTask(generator, conditioner), tokens, out, resume=False)
     start, records = time.process_time(), []
     while time.process_time() - start < args.cpu_seconds:
         records += trainer.fit(stop_at=trainer.step + args.chunk) or []
     cpu = time.process_time() - start
     if trainer.ema is not None:
         trainer.ema.copy_to(trainer.ema_module)
-    generator.eval()
-    options = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in ("tokenizer", "generator")}
-    Pipeline.from_parts(tokenizer, generator, **options).save(out / "pipeline")
+    Pipeline.from_parts(tokenizer, conditioner, generator, sampling=cfg.sampling).eval().save(out / "pipeline")
     last = records[-1] if records else {}
     res = {"paradigm": paradigm, "data": args.data, "preset": spec["preset"], "set": spec["set"],
-           "generator_params": _param_count(generator), "tokens_per_image": cfg.generator.num_tokens,
+           "generator_params": _param_count(generator) + _param_count(conditioner), "tokens_per_image": cfg.generator.num_tokens,
            "steps": trainer.step, "batch_size": train_cfg.batch_size, "train_cpu_s": round(cpu, 1),
            "encode_cpu_s": round(encode_cpu, 1), "train_images": len(dataset), "final_loss": last.get("loss"),
            "final_bits_per_token": last.get("metrics", {}).get("bits_per_token")}
@@ -124,8 +118,9 @@ def sample_one(paradigm: str, args: argparse.Namespace) -> dict:
 
     out = Path(args.out) / f"{args.data}-{paradigm}"
     pipe = Pipeline.load(out / "pipeline").eval()
-    per_class = args.n // pipe.generator.config.num_classes
-    labels = [c for c in range(pipe.generator.config.num_classes) for _ in range(per_class)]
+    n_cls = pipe.conditioner.num_classes
+    per_class = args.n // n_cls
+    labels = [c for c in range(n_cls) for _ in range(per_class)]
     extra = {"prune": tuple(args.prune)} if _variant(paradigm, args) else {}
     chunks, t0, w0 = [], time.process_time(), time.perf_counter()
     with torch.inference_mode():

@@ -35,18 +35,18 @@ def child_argen(a) -> dict:
     torch.set_num_threads(a.threads)
     if a.weights is None:
         return bench_sample(a.preset, a.batch, device=torch.device("cpu"), cfg=a.cfg, top_k=a.top_k, top_p=1.0,
-                            temperature=1.0, repeats=a.repeats, warmup=True, pack=False if a.no_pack else None,
-                            overrides=a.set)
-    from argen import registry
+                            temperature=1.0, repeats=a.repeats, warmup=True, pack=a.pack_weights, overrides=a.set)
+    from argen.interop.llamagen import convert_gpt
     from argen.presets import get_config
 
-    gen = registry.build(get_config(a.preset, [f"scales=[[{a.grid},{a.grid}]]"])).eval()
-    gen.load_state_dict(torch.load(a.weights, weights_only=True), strict=True)
+    # the official-layout state dict (class table included), converted as `argen convert llamagen` does
+    gen, cond, _ = convert_gpt({"model": torch.load(a.weights, weights_only=True)},
+                               get_config(a.preset, [f"scales=[[{a.grid},{a.grid}]]"]))
     labels = list(range(a.batch))
-    argen.generate(gen, labels[:1], cfg=a.cfg, top_k=a.top_k, seed=0)  # warm-up (small)
+    argen.generate(gen, cond, labels[:1], cfg=a.cfg, top_k=a.top_k, seed=0)  # warm-up (small)
     t = time.perf_counter()
-    argen.generate(gen, labels, cfg=a.cfg, top_k=a.top_k, seed=0, pack_weights=False if a.no_pack else None)
-    return {"impl": "argen" + (" (no pack)" if a.no_pack else ""), "seconds": time.perf_counter() - t}
+    argen.generate(gen, cond, labels, cfg=a.cfg, top_k=a.top_k, seed=0, pack_weights=a.pack_weights)
+    return {"impl": "argen" + (" (packed)" if a.pack_weights else ""), "seconds": time.perf_counter() - t}
 
 
 def child_official(a) -> dict:
@@ -94,7 +94,7 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], help="preset override (argen runs only)")
     p.add_argument("--official", default=None, help="local FoundationVision/LlamaGen checkout: add the side-by-side")
     p.add_argument("--grid", type=int, default=16, help="token grid for the side-by-side (16 = 256 px)")
-    p.add_argument("--no-pack", action="store_true", help="argen without the prepacked-weight fast path (ablation)")
+    p.add_argument("--pack-weights", action="store_true", help="argen with the opt-in prepacked-weight CPU path")
     p.add_argument("--append", default=None, help="append a markdown section to this RESULTS.md")
     # internal: child processes
     p.add_argument("--child", choices=["argen", "official"], default=None, help=argparse.SUPPRESS)
@@ -115,7 +115,7 @@ def main() -> None:
     for preset in args.preset.split(","):
         for b in args.batch.split(","):
             extra = ["--child", "argen", "--preset", preset, "--batch", b, "--repeats", str(args.repeats)]
-            extra += [x for s in args.set for x in ("--set", s)] + (["--no-pack"] if args.no_pack else [])
+            extra += [x for s in args.set for x in ("--set", s)] + (["--pack-weights"] if args.pack_weights else [])
             rows.append(run_child(args, extra))
             print(json.dumps(rows[-1]), flush=True)
     if args.official:
@@ -132,7 +132,9 @@ def main() -> None:
                     if prm.dim() == 2:
                         prm.normal_(std=0.02)
             weights = Path(tempfile.mkdtemp()) / "gpt.pt"
-            torch.save(gen.state_dict(), weights)
+            state = dict(gen.state_dict())  # the official layout: the class table sits in the GPT
+            state["cls_embedding.embedding_table.weight"] = torch.randn(1001, gen.config.dim) * 0.02
+            torch.save(state, weights)
             del gen
             for b in args.batch.split(","):
                 common = ["--preset", preset, "--batch", b, "--weights", str(weights), "--grid", str(args.grid),

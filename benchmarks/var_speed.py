@@ -35,18 +35,20 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--prune", type=float, nargs="+", default=(),
                     help="FastVAR-style pruning of the last scales (approximate; default: exact sampling)")
+    ap.add_argument("--pack-weights", action="store_true", help="the opt-in prepacked-weight CPU path")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     pipe = argen.load(a.pipeline) if a.pipeline else argen.create(a.preset)
     pipe.eval()
     load_s = time.perf_counter() - t0
-    labels = (torch.arange(a.batch) * 97) % max(pipe.generator.config.num_classes, 1)
+    labels = (torch.arange(a.batch) * 97) % max(pipe.conditioner.num_classes, 1)
     for run in range(a.warmup + a.runs):
         marks = []
         start = time.perf_counter()
         tokens = pipe.sample_tokens(labels, cfg=a.cfg, cfg_schedule="linear_scale", top_k=a.top_k, top_p=a.top_p,
                                     temperature=1.0, seed=a.seed + run, prune=tuple(a.prune),
+                                    pack_weights=a.pack_weights,
                                     callback=lambda step, n: marks.append(time.perf_counter()))
         t_tok = time.perf_counter()
         images = pipe.decode(tokens)
@@ -55,7 +57,7 @@ def main() -> None:
         if run < a.warmup:
             continue
         per_scale = [m - p for p, m in zip([start] + marks[:-1], marks)]
-        print(json.dumps({"impl": "argen", "prune": list(a.prune), "batch": a.batch, "threads": torch.get_num_threads(),
+        print(json.dumps({"impl": "argen", "prune": list(a.prune), "pack": a.pack_weights, "batch": a.batch, "threads": torch.get_num_threads(),
                           "total_s": round(end - start, 3), "decoder_s": round(end - t_tok, 3),
                           "transformer_s": round(t_tok - start, 3), "per_scale_s": [round(x, 3) for x in per_scale],
                           "load_s": round(load_s, 2), "torch": torch.__version__, "machine": platform.machine()}),

@@ -97,10 +97,8 @@ def test_load_casts_saved_dtype_to_the_models(tmp_path):
 def test_every_tiny_preset_loads_through_the_meta_path_unchanged(name, tmp_path):
     # A module that computes a buffer from an uninitialised tensor (or ties weights) would silently send loading
     # back to the slow build; this keeps the fast path in use for every registered family.
-    from safetensors.torch import load_file
-
     from argen.presets import get_config
-    from argen.saving import _leftover_meta, load_state_dict_checked
+    from argen.saving import _leftover_meta, load_state_dict_checked, read_model
 
     cfg = get_config(name)
     torch.manual_seed(0)
@@ -108,7 +106,8 @@ def test_every_tiny_preset_loads_through_the_meta_path_unchanged(name, tmp_path)
     save(model, tmp_path / "m")
     fast = deferred_init(lambda: registry.build(cfg))
     assert fast is not None
-    load_state_dict_checked(fast, load_file(str(tmp_path / "m" / "model.safetensors")), assign=True)
+    _, state = read_model(tmp_path / "m")  # a pipeline's component folders, assembled
+    load_state_dict_checked(fast, state, assign=True)
     assert _leftover_meta(fast) == []
     loaded = argen.load(tmp_path / "m")
     want = {**dict(model.named_parameters()), **dict(model.named_buffers())}

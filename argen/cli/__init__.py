@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `argen presets | head`: the reader left; not an error
         sys.stderr.close()
         return 0
-    except (ArgenError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError, ImportError) as e:
+    except (ArgenError, ValueError, OSError, ImportError) as e:
         if getattr(args, "debug", False):
             raise
         print(f"argen {args.command}: error: {e}", file=sys.stderr)

@@ -1,36 +1,102 @@
-"""Helpers shared by CLI subcommands (device choice, --set overrides, seeds, output lines)."""
+"""Helpers shared by CLI subcommands: argument types that refuse bad values before anything loads, device
+choice, --set, threads, the sampling options, output lines."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
-import torch
+from ..types import CFG_SCHEDULES
 
+MAX_SEED = 2**63 - 1
+
+
+# ----------------------------------------------------------------------------- argument types
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def seed_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed is a whole number in [0, 2**63), got {text!r}") from None
+    if not 0 <= v <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed must be in [0, 2**63), got {v}")
+    return v
+
+
+def finite_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    v = finite_float(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
+    return v
+
+
+# ----------------------------------------------------------------------------- shared arguments
 
 def add_device_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda if available)")
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str):
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device; use cpu, cuda, cuda:N or auto") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name}: argen runs on cpu or cuda; use cpu, cuda, cuda:N or auto")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
     return dev
 
 
-def add_set_argument(p: argparse.ArgumentParser) -> None:
+def add_set_argument(p: argparse.ArgumentParser, subject: str) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value with a dotted key, e.g. --set generator.depth=20 (repeatable)")
+                   help=f"override a config value with a dotted key (repeatable): train.*, loss.*, tokenizer.*, "
+                        f"conditioner.*, generator.*, sampling.* go to that part; other keys to the {subject}")
 
 
 def add_threads_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch CPU threads (default: torch's choice; results can differ between thread counts)")
 
 
 def apply_threads(n: int | None) -> None:
     if n:
+        import torch
+
         torch.set_num_threads(n)
 
 
@@ -39,25 +105,52 @@ def say(msg: str) -> None:
     print(msg, file=sys.stdout, flush=True)
 
 
-CFG_SCHEDULES = ("constant", "linear", "linear_scale", "interval")
+def _order(text: str):
+    if text in ("random", "raster"):
+        return text
+    try:
+        return seed_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"--order takes random, raster or an integer seed, got {text!r}") from None
+
+
+def _prune(text: str) -> float:
+    v = finite_float(text)
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"a prune ratio is a fraction in [0, 1), got {v}")
+    return v
 
 
 def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str, cfg_help: str) -> None:
-    """--seed, --cfg, --cfg-schedule, --temperature, --top-k, --top-p (None = the pipeline's stored default)."""
-    p.add_argument("--seed", type=int, default=0, help=seed_help)
-    p.add_argument("--cfg", type=float, default=None, help=cfg_help)
+    """The shared sampling options (None = the pipeline's stored default) and the paradigm-only ones."""
+    p.add_argument("--seed", type=seed_int, default=0, help=seed_help)
+    p.add_argument("--cfg", type=finite_float, default=None, help=cfg_help)
     p.add_argument("--cfg-schedule", default=None, choices=CFG_SCHEDULES,
                    help="how the guidance scale varies over steps (default: the pipeline's)")
-    p.add_argument("--temperature", type=float, default=None, help="sampling temperature, 0 = greedy")
-    p.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (0 = all)")
-    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (1 = all)")
-    p.add_argument("--prune", type=float, nargs="+", default=None, metavar="RATIO",
-                   help="next-scale only, approximate speed-up (FastVAR-style): fraction of tokens the transformer "
+    p.add_argument("--temperature", type=finite_float, default=None, help="sampling temperature, 0 = greedy")
+    p.add_argument("--top-k", type=nonnegative_int, default=None, help="keep the k most likely tokens (0 = all)")
+    p.add_argument("--top-p", type=finite_float, default=None, help="nucleus sampling mass in (0, 1] (1 = all)")
+    g = p.add_argument_group("paradigm options (refused by generators they do not apply to)")
+    g.add_argument("--order", type=_order, default=None,
+                   help="random order: the decoding order, random | raster | an integer seed (default: the model's)")
+    g.add_argument("--num-steps", type=positive_int, default=None,
+                   help="random order: decoding steps (several tokens per step; default: the model's)")
+    g.add_argument("--gumbel", type=finite_float, default=None,
+                   help="next-scale: VAR's Gumbel smoothing of the next scale's inputs (0.27 is VAR's; default off)")
+    g.add_argument("--prune", type=_prune, nargs="+", default=None, metavar="RATIO",
+                   help="next-scale, approximate speed-up (FastVAR-style): fraction of tokens the transformer "
                         "skips at each of the last scales, e.g. --prune 0.4 0.5 (default: exact sampling)")
+    p.add_argument("--pack-weights", action="store_true",
+                   help="CPU fast path: prepacked oneDNN weights while sampling (faster decoding, rounds "
+                        "differently from the default path; see nn/fast_linear.py)")
+
+
+_KNOBS = ("cfg", "cfg_schedule", "temperature", "top_k", "top_p", "order", "num_steps", "gumbel", "prune")
 
 
 def sampling_overrides(args: argparse.Namespace) -> dict:
     """The sampling options the user gave (unset ones fall back to the pipeline's defaults)."""
-    given = dict(cfg=args.cfg, cfg_schedule=args.cfg_schedule, temperature=args.temperature, top_k=args.top_k,
-                 top_p=args.top_p, prune=None if args.prune is None else tuple(args.prune))
+    given = {k: getattr(args, k, None) for k in _KNOBS}
+    if given["prune"] is not None:
+        given["prune"] = tuple(given["prune"])
     return {k: v for k, v in given.items() if v is not None}

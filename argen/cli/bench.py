@@ -33,9 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--temperature", type=float, default=1.0)
     s.add_argument("--repeats", type=int, default=1, help="timed runs per configuration (best is reported)")
     s.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up run")
-    s.add_argument("--no-pack", action="store_true", help="disable the prepacked-weight CPU fast path (ablation)")
+    s.add_argument("--pack-weights", action="store_true",
+                   help="use the prepacked-weight CPU fast path (opt-in; rounds differently from the default path)")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override the preset, e.g. --set scales=[[8,8]]")
+                   help="override the preset (other keys go to the generator), e.g. --set scales=[[8,8]]")
     s.add_argument("--json", default=None, help="also append one JSON line per configuration to this file")
     add_device_argument(s)
     add_threads_argument(s)
@@ -50,47 +51,59 @@ def _peak_mb(device) -> float:
 
 
 def _build(name: str, overrides: list[str], device):
-    """(generator, tokenizer or None) with random weights; the zero-initialised head gets N(0, 0.02) so that
-    logits are not all tied (ties would send top-k down its exact slow path and distort the timing)."""
+    """(generator, conditioner, tokenizer or None) with random weights; the zero-initialised head gets
+    N(0, 0.02) so that logits are not all tied (ties would send top-k down its exact slow path and distort the
+    timing). A generator preset gets a 1000-class conditioner."""
     import torch
 
     from .. import registry
+    from ..conditioning.labels import ClassConditionerConfig
     from ..generators.base import GeneratorConfig
     from ..pipeline import PipelineConfig
     from ..presets import get_config
+    from ..train.recipes import route_overrides
 
-    cfg = get_config(name, overrides or None)
+    cfg = get_config(name)
     if not isinstance(cfg, (GeneratorConfig, PipelineConfig)):
         raise ValueError(f"preset '{name}' is neither a generator nor a pipeline preset")
+    groups = route_overrides(overrides, "generator")
     torch.manual_seed(0)
-    model = registry.build(cfg).to(device).eval()
-    gen, tok = (model.generator, model.tokenizer) if isinstance(cfg, PipelineConfig) else (model, None)
+    if isinstance(cfg, PipelineConfig):
+        items = groups["tokenizer"] + groups["conditioner"] + groups["generator"] + groups["sampling"]
+        model = registry.build(cfg.override(items) if items else cfg).to(device).eval()
+        gen, cond, tok = model.generator, model.conditioner, model.tokenizer
+    else:
+        items = [i[len("generator."):] for i in groups["generator"]]
+        gen = registry.build(cfg.override(items) if items else cfg).to(device).eval()
+        cond = registry.build(ClassConditionerConfig(dim=gen.cond_dim, num_classes=1000)).to(device).eval()
+        tok = None
     with torch.no_grad():
         for m in gen.modules():
             if isinstance(m, torch.nn.Linear) and not m.weight.any():
                 m.weight.normal_(std=0.02)
-    return gen, tok
+    return gen, cond, tok
 
 
 def bench_sample(name: str, batch: int, *, device, cfg: float, top_k: int, top_p: float, temperature: float,
-                 repeats: int = 1, warmup: bool = True, pack: bool | None = None,
+                 repeats: int = 1, warmup: bool = True, pack: bool = False,
                  overrides: list[str] | None = None) -> dict:
     """Time `argen.generate` (and the tokenizer's decode for pipeline presets) for one configuration."""
     import torch
 
     from ..sampling import generate
 
-    gen, tok = _build(name, overrides or [], device)
-    labels = [i % max(gen.config.num_classes, 1) if gen.config.num_classes else -1 for i in range(batch)]
+    gen, cond, tok = _build(name, overrides or [], device)
+    n = getattr(cond, "num_classes", 0)
+    labels = [i % n if n else -1 for i in range(batch)]
     kw = dict(cfg=cfg, top_k=top_k, top_p=top_p, temperature=temperature, pack_weights=pack)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     if warmup:
-        generate(gen, labels, seed=0, **kw)
+        generate(gen, cond, labels, seed=0, **kw)
     best_gen, best_dec, tokens = float("inf"), 0.0, None
     for r in range(repeats):
         sync()
         t = time.perf_counter()
-        tokens = generate(gen, labels, seed=r, **kw)
+        tokens = generate(gen, cond, labels, seed=r, **kw)
         sync()
         best_gen = min(best_gen, time.perf_counter() - t)
     if tok is not None:
@@ -121,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         for b in batches:
             r = bench_sample(name, b, device=device, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p,
                              temperature=args.temperature, repeats=args.repeats, warmup=not args.no_warmup,
-                             pack=False if args.no_pack else None, overrides=args.overrides)
+                             pack=args.pack_weights, overrides=args.overrides)
             dec = f", with decode {r['images_per_s_with_decode']} img/s" if r["decode_s"] is not None else ""
             say(f"{name} batch {b} ({r['grid']} tokens, {r['params_m']}M params, {r['threads']} threads): "
                 f"{r['images_per_s']} img/s ({r['ms_per_image']} ms/img){dec}, peak mem {r['peak_mem_mb']} MB")

@@ -65,7 +65,8 @@ def _llamagen_arguments(p: argparse.ArgumentParser) -> None:
                    help="raster generator preset with the official architecture (llamagen-b, -l, -xl, -xxl, -3b; "
                         "the grid sets the image size: -b is 16x16 = 256 px, the others 24x24 = 384 px)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a generator config value, e.g. --set scales=[[16,16]] for c2i_L_256.pt (repeatable)")
+                   help="override a generator config value (generator.* or a bare key), e.g. --set scales=[[16,16]] "
+                        "for c2i_L_256.pt (repeatable)")
     p.add_argument("--out", required=True, metavar="DIR", help="output pipeline directory (config.json + model.safetensors)")
 
 
@@ -74,7 +75,15 @@ def _convert_llamagen(args: argparse.Namespace) -> int:
     from .. import save
     from ..interop.llamagen import convert_pipeline
 
-    pipe, notes = convert_pipeline(args.tokenizer, args.generator, preset=args.preset, overrides=args.overrides or None)
+    from ..train.recipes import route_overrides
+
+    groups = route_overrides(args.overrides, "generator")
+    others = [i for g, items in groups.items() if g != "generator" for i in items]
+    if others:
+        raise ValueError(f"--set {others[0]}: `convert llamagen` takes generator overrides only (the rest is read "
+                         "from the files)")
+    over = [i[len("generator."):] for i in groups["generator"]]
+    pipe, notes = convert_pipeline(args.tokenizer, args.generator, preset=args.preset, overrides=over or None)
     out = save(pipe, args.out)
     for line in notes:
         say(line)

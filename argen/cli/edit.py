@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import (add_device_argument, add_sampling_arguments, add_threads_argument, apply_threads, resolve_device,
-                      sampling_overrides, say)
+from ._common import (add_device_argument, add_sampling_arguments, add_threads_argument, apply_threads, positive_int,
+                      resolve_device, sampling_overrides, say)
 
 COMMAND = "edit"
 HELP = "in-paint / out-paint / class-edit an image with a saved pipeline (known tokens are kept every step)"
@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --extend: where the shrunk image sits (the frame on the other sides is doubled)")
     p.add_argument("--label", default=None,
                    help="class id or name to regenerate the region as (default: unconditional, -1)")
-    p.add_argument("--num", type=int, default=1, help="number of edits (N > 1 writes one grid)")
+    p.add_argument("--num", type=positive_int, default=1, help="number of edits (N > 1 writes one grid)")
     add_sampling_arguments(p, seed_help="random seed (same seed -> same edit on the same device)",
                            cfg_help="guidance scale with --label, 1 = off (default: pipeline's)")
     p.add_argument("--paste", default="hard", choices=["hard", "soft", "none"],
@@ -98,27 +98,26 @@ def run(args: argparse.Namespace) -> int:
     from ..imageio import save_grid, save_image
     from ..pipeline import Pipeline
     from ..sampling.editing import edit
-    from .sample import locate_pipeline
+    from ..train.recipes import find_pipeline
 
     if args.extend and args.outpaint is None:
         raise ValueError("--extend goes with --outpaint PIXELS (the width of the new frame)")
-    if args.num < 1:
-        raise ValueError(f"--num must be >= 1, got {args.num}")
     apply_threads(args.threads)
     device = resolve_device(args.device)
-    pipe = Pipeline.load(locate_pipeline(Path(args.path)), map_location=device)
+    pipe = Pipeline.load(find_pipeline(Path(args.path)), map_location=device)
     gh, gw = pipe.generator.layout.grid
     if gh != gw:
         raise ValueError(f"argen edit handles square pipelines; this one's token grid is {gh}x{gw} "
                          "(use argen.sampling.editing.edit from Python)")
     size = gh * pipe.tokenizer.downsample
     image, mask = _load_inputs(args, size)
-    labels = None if args.label is None else pipe.labels_for([args.label])
-    mode = "outpaint" if args.outpaint is not None else ("class" if labels and labels[0] >= 0 else "inpaint")
-    edited = edit(pipe, image.expand(args.num, -1, -1, -1), mask, labels, mode=mode,
+    cond = None if args.label is None else pipe.conditioner.parse([args.label])
+    conditioned = cond is not None and not bool(pipe.conditioner.is_null(cond).any())
+    mode = "outpaint" if args.outpaint is not None else ("class" if conditioned else "inpaint")
+    edited = edit(pipe, image.expand(args.num, -1, -1, -1), mask, cond, mode=mode,
                   border=args.outpaint if args.outpaint is not None and not args.extend else 0, anchor=args.anchor, paste=args.paste,
                   feather=args.feather, min_known=args.min_known, keep_coarse=args.keep_coarse, seed=args.seed,
-                  **sampling_overrides(args)).cpu()
+                  pack_weights=args.pack_weights, **sampling_overrides(args)).cpu()
     out = save_image(edited, args.out) if args.num == 1 else save_grid(edited, args.out, nrow=min(args.num, 8))
     say(f"{mode}: {args.num} edit{'s' if args.num > 1 else ''} of {args.image} ({size}x{size}) written to {out}")
     return 0

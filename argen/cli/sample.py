@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import (add_device_argument, add_sampling_arguments, add_threads_argument, apply_threads, resolve_device,
-                      sampling_overrides, say)
+from ._common import (add_device_argument, add_sampling_arguments, add_threads_argument, apply_threads, positive_int,
+                      resolve_device, sampling_overrides, say)
 
 COMMAND = "sample"
 HELP = "generate images from a saved pipeline (class ids or names, CFG, top-k/top-p, seeds)"
@@ -20,11 +20,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     who = p.add_mutually_exclusive_group()
     who.add_argument("--labels", default=None,
                      help="comma-separated class ids or names, -1/none = unconditional, e.g. 0,1,sneaker")
-    who.add_argument("--per-class", type=int, default=None, help="N images for every class (default 4)")
-    who.add_argument("--num", type=int, default=None, help="N unconditional images")
+    who.add_argument("--per-class", type=positive_int, default=None, help="N images for every class (default 4)")
+    who.add_argument("--num", type=positive_int, default=None, help="N unconditional images")
     add_sampling_arguments(p, seed_help="random seed (same seed -> same images on the same device)",
                            cfg_help="guidance scale, 1 = off (default: the pipeline's)")
-    p.add_argument("--batch-size", type=int, default=None, help="images generated per forward batch (default: all)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="images generated per forward batch (default: all)")
     p.add_argument("--out", default="samples", help="output directory for the PNGs")
     p.add_argument("--grid", default=None, help="also write all images as one grid PNG at this path")
     p.add_argument("--progress", action="store_true", help="show a progress bar over decoding steps")
@@ -32,36 +32,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_threads_argument(p)
 
 
-def locate_pipeline(path: Path) -> Path:
-    from ..errors import CheckpointError
-    from .train import PIPELINE_DIR
-
-    if (path / PIPELINE_DIR / "config.json").is_file():
-        return path / PIPELINE_DIR
-    if (path / "config.json").is_file():
-        return path
-    raise CheckpointError(f"{path} holds no saved pipeline (no config.json or {PIPELINE_DIR}/config.json); "
-                          "pass a directory written by `argen train` or Pipeline.save")
-
-
 def run(args: argparse.Namespace) -> int:
     from ..imageio import save_grid, save_image
     from ..pipeline import Pipeline
+    from ..train.recipes import find_pipeline
 
     apply_threads(args.threads)
     device = resolve_device(args.device)
-    pipe = Pipeline.load(locate_pipeline(Path(args.path)), map_location=device)
-    n_cls = pipe.generator.config.num_classes
+    kwargs = sampling_overrides(args)
+    pipe = Pipeline.load(find_pipeline(Path(args.path)), map_location=device)
+    conditioner = pipe.conditioner
+    n_cls = getattr(conditioner, "num_classes", 0)
     if args.labels is not None:
-        labels = pipe.labels_for([s for s in args.labels.split(",") if s.strip()])
+        cond = conditioner.parse([s for s in args.labels.split(",") if s.strip()])
     elif args.num is not None:
-        labels = [-1] * args.num
+        cond = conditioner.null(args.num)
     else:
         per = args.per_class or 4
-        labels = [c for c in range(n_cls) for _ in range(per)] if n_cls else [-1] * per
-    if not labels:
-        raise ValueError("nothing to sample: give --labels, --per-class N or --num N")
-    kwargs = sampling_overrides(args)
+        cond = conditioner.parse([c for c in range(n_cls) for _ in range(per)]) if n_cls else conditioner.null(per)
+    from ..sampling.loop import resolve_options
+
+    resolve_options(pipe.generator, pipe.config.sampling, **kwargs)  # refuse bad options before sampling
     callback = None
     if args.progress:
         from tqdm.auto import tqdm
@@ -71,16 +62,19 @@ def run(args: argparse.Namespace) -> int:
             bar.total = total
             bar.n = step
             bar.refresh()
-    say(f"sampling {len(labels)} images with seed {args.seed} "
-        + " ".join(f"{k}={v}" for k, v in {**pipe.config.sample_defaults, **kwargs}.items()))
-    images = pipe(labels, seed=args.seed, batch_size=args.batch_size, callback=callback, **kwargs).cpu()
+    n = cond.batch_size
+    say(f"sampling {n} images with seed {args.seed} "
+        + " ".join(f"{k}={v}" for k, v in {**pipe.sample_defaults(), **kwargs}.items()))
+    images = pipe(cond, seed=args.seed, batch_size=args.batch_size, callback=callback,
+                  pack_weights=args.pack_weights, **kwargs).cpu()
     out = Path(args.out)
-    names = pipe.config.class_names
+    names = getattr(conditioner.config, "class_names", ())
+    labels = cond.labels.tolist() if cond.labels is not None else [-1] * n
     for i, (img, lab) in enumerate(zip(images, labels)):
         tag = "uncond" if lab < 0 else (names[lab] if names else str(lab)).replace("/", "-").replace(" ", "_")
         save_image(img, out / f"{i:04d}_{tag}.png")
-    say(f"{len(labels)} images written to {out}/")
+    say(f"{n} images written to {out}/")
     if args.grid:
-        nrow = args.per_class or (8 if len(labels) > 8 else len(labels))
+        nrow = args.per_class or (8 if n > 8 else n)
         say(f"grid written to {save_grid(images, args.grid, nrow=nrow)}")
     return 0

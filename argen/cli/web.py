@@ -21,11 +21,11 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..pipeline import Pipeline
+    from ..train.recipes import find_pipeline
     from ..web import make_server
-    from .sample import locate_pipeline
 
     apply_threads(args.threads)
-    pipeline = Pipeline.load(locate_pipeline(Path(args.path)), map_location=resolve_device(args.device))
+    pipeline = Pipeline.load(find_pipeline(Path(args.path)), map_location=resolve_device(args.device))
     server = make_server(pipeline, host=args.host, port=args.port)
     host, port = server.server_address[:2]
     say(f"serving {args.path} at http://{host}:{port}/ (Ctrl-C to stop)")

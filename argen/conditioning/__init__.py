@@ -1,5 +1,6 @@
-"""Conditioning inputs: class labels with a null id for CFG (`labels.py`); text and image inputs are
-added by their own modules."""
-from .labels import NULL_LABEL, ClassEmbedder, as_cond, null_like
+"""Conditioners: raw conditioning -> the embeddings generators consume (`base.py` has the interface).
+Importing this package registers every conditioner kind: `class` (labels.py)."""
+from .base import Conditioner, ConditionerConfig
+from .labels import NULL_LABEL, ClassConditioner, ClassConditionerConfig
 
-__all__ = ["NULL_LABEL", "ClassEmbedder", "as_cond", "null_like"]
+__all__ = ["Conditioner", "ConditionerConfig", "NULL_LABEL", "ClassConditioner", "ClassConditionerConfig"]

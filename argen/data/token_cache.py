@@ -170,7 +170,9 @@ def build_token_cache(encode_fn: Callable[[Tensor], Tensor], dataset: Dataset, p
 
 
 class TokenCacheDataset(Dataset):
-    """Read a token cache: `ds[i]` is `(tokens, label)`; integer tokens come back as int64.
+    """Read a token cache: `ds[i]` is `(tokens, cond)` where `cond` holds the sample's conditioning fields by
+    their `argen.types.Cond` name (`{"labels": label}`; the default collate stacks them into a batch the
+    conditioner reads); integer tokens come back as int64.
 
     Keyword arguments that are not None must match the cache's metadata, else DataError.
     """
@@ -204,8 +206,8 @@ class TokenCacheDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, int]]:
         t = torch.from_numpy(np.array(self.tokens[index]))
         if not t.is_floating_point():
             t = t.long()
-        return t, int(self.labels[index])
+        return t, {"labels": int(self.labels[index])}

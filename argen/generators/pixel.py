@@ -4,13 +4,14 @@ https://arxiv.org/abs/1601.06759).
 
 The image is the sequence of its sub-pixels in raster order, R, G, B of pixel 0, then pixel 1, ...:
 
-    [class token, v_0, v_1, ..., v_{3HW-2}]  ->  a 256-way softmax for v_0 .. v_{3HW-1}
+    [prefix (conditioner), v_0, v_1, ..., v_{3HW-2}]  ->  a 256-way softmax for v_0 .. v_{3HW-1}
 
-with the raster generator's decoder (LlamaGen blocks, static KV cache, class prefix for CFG). Each input value
-is embedded as `tok_embeddings[v] + sub_embeddings[channel]` and rotated by the 2-D RoPE of its pixel, so the
-three sub-pixels of a pixel share a position and differ by their channel embedding. Tokens come from the pixel
-identity tokenizer (`argen/tokenizers/pixel.py`): (B, H*W, 3) in [0, 256). With `sub_tokens=1` the generator
-models one token per pixel instead, e.g. a colour palette (iGPT's 512 clusters) or a greyscale value.
+with the LlamaGen decoder (`llama.py`). Each input value is embedded as `tok_embeddings[v] +
+sub_embeddings[channel]` and rotated by the 2-D RoPE of its pixel, so the three sub-pixels of a pixel share a
+position and differ by their channel embedding. Tokens come from the pixel identity tokenizer
+(`argen/tokenizers/pixel.py`): (B, H*W, 3) in [0, 256). With `sub_tokens=1` the generator models one token
+per pixel instead, e.g. a colour palette (iGPT's 512 clusters) or a greyscale value. Sampling is the raster
+sampler's over the flat sequence (`to_sequence` / `from_sequence`).
 
 `loss` reports `bits_per_dim`: the negative log-likelihood in bits per image dimension, total bits /
 (H * W * image_channels) — the unit of PixelCNN (2.92 on CIFAR-10) and iGPT. Uniform over 256 values is 8.
@@ -23,14 +24,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..conditioning.labels import as_cond
+from ..heads.categorical import CategoricalHead
 from ..registry import register
-from ..types import Cond, DecodeState, LossOutput, TokenLayout
-from .raster import RasterConfig, RasterGenerator
+from ..types import Conditioning, LossOutput, TokenLayout
+from .base import Generator
+from .llama import LlamaConfig, add_llama_decoder, causal_logits, decoder_logits, llama_init
 
 
 @dataclass(frozen=True, kw_only=True)
-class PixelGeneratorConfig(RasterConfig):
+class PixelGeneratorConfig(LlamaConfig):
     """Sub-pixel decoder. `scales` is the image size (h, w) in pixels; `sub_tokens` tokens per pixel (3 for
     R, G, B sub-pixels, 1 for palette or greyscale tokens); `image_channels` the dimensions per pixel that
     bits/dim divides by (3 for RGB, 1 for greyscale)."""
@@ -69,26 +71,25 @@ class PixelGeneratorConfig(RasterConfig):
 
 
 @register("pixel-ar", PixelGeneratorConfig)
-class PixelGenerator(RasterGenerator):
-    """ImageGPT-style causal transformer over sub-pixels; sampling, CFG and editing as in the raster generator."""
+class PixelGenerator(Generator):
+    """ImageGPT-style causal transformer over sub-pixels; sampling, CFG and editing as in raster generation."""
 
     config: PixelGeneratorConfig
 
     def __init__(self, config: PixelGeneratorConfig):
         super().__init__(config)
-        P, S = config.prefix_len, config.sub_tokens
-        # the raster tables have one row per pixel; every sub-pixel of a pixel takes that pixel's row
-        self.rope_cos = torch.cat([self.rope_cos[:P], self.rope_cos[P:].repeat_interleave(S, dim=0)])  # (P + L*S, D/2)
-        self.rope_sin = torch.cat([self.rope_sin[:P], self.rope_sin[P:].repeat_interleave(S, dim=0)])
-        self.sub_embeddings = nn.Embedding(S, config.dim)
-        nn.init.normal_(self.sub_embeddings.weight, std=config.init_std)
+        add_llama_decoder(self, config, rope_repeat=config.sub_tokens)  # sub-pixels share their pixel's rows
+        self.sub_embeddings = nn.Embedding(config.sub_tokens, config.dim)
+        self.head = CategoricalHead()
+        llama_init(self, config.init_std)
 
-    def _embed(self, tokens: Tensor, start: int) -> Tensor:
-        """Value + channel embeddings (B, T, C) of sub-pixels start..start+T-1 of the flat sequence."""
-        channel = torch.arange(start, start + tokens.shape[1], device=tokens.device) % self.config.sub_tokens
-        return self.tok_embeddings(tokens) + self.sub_embeddings(channel)
+    # ------------------------------------------------------------------ pieces the raster sampler drives
 
-    def _flat(self, tokens: Tensor) -> Tensor:
+    @property
+    def sequence_length(self) -> int:
+        return self.config.num_tokens
+
+    def to_sequence(self, tokens: Tensor) -> Tensor:
         """Layout tokens (B, H*W, 3) (or (B, H*W) with sub_tokens=1) -> the flat sequence (B, H*W*sub_tokens)."""
         c = self.config
         h, w = c.grid
@@ -98,31 +99,37 @@ class PixelGenerator(RasterGenerator):
                              f"images (the pixel tokenizer's layout); got {tuple(tokens.shape)} {tokens.dtype}")
         return tokens.reshape(tokens.shape[0], -1)  # (B, L, S) -> (B, L*S)
 
-    def forward(self, tokens: Tensor, labels: Tensor) -> Tensor:
-        """Teacher-forced logits (B, L*S, V) over the flat sub-pixel sequence for layout tokens."""
-        return super().forward(self._flat(tokens), labels)
+    def from_sequence(self, seq: Tensor) -> Tensor:
+        B, S = seq.shape[0], self.config.sub_tokens
+        return seq.view(B, -1, S) if S > 1 else seq  # (B, L*S) -> (B, L, S)
 
-    def loss(self, tokens: Tensor, cond: Cond | Tensor, *, rng: torch.Generator | None = None) -> LossOutput:
+    def sequence_mask(self, mask: Tensor) -> Tensor:
+        """Known pixels (mask (B, H*W)) keep all their sub-pixels: (B, H*W*S)."""
+        return mask.repeat_interleave(self.config.sub_tokens, dim=1)
+
+    def embed(self, seq: Tensor, start: int) -> Tensor:
+        """Value + channel embeddings (B, T, C) of sub-pixels start..start+T-1 of the flat sequence."""
+        channel = torch.arange(start, start + seq.shape[1], device=seq.device) % self.config.sub_tokens
+        return self.tok_embeddings(seq) + self.sub_embeddings(channel)
+
+    def logits(self, x: Tensor, rope: tuple[Tensor, Tensor], mask, cache) -> Tensor:
+        return decoder_logits(self, x, rope, mask, cache)
+
+    # ------------------------------------------------------------------ network
+
+    def forward(self, tokens: Tensor, c: Conditioning) -> Tensor:
+        """Teacher-forced logits (B, L*S, V) over the flat sub-pixel sequence for layout tokens."""
+        return causal_logits(self, self.to_sequence(tokens), c)
+
+    def loss(self, tokens: Tensor, c: Conditioning, *, rng: torch.Generator | None = None) -> LossOutput:
         """Mean CE per sub-pixel; metrics add `bits_per_dim` (total bits / (H*W*image_channels))."""
-        out = super().loss(self._flat(tokens), cond, rng=rng)
-        bits_per_token = out.metrics["bits_per_token"]
-        out.metrics["bits_per_dim"] = bits_per_token * (self.config.num_tokens / self.config.dims)
+        seq = self.to_sequence(tokens)
+        out = self.head.loss(causal_logits(self, seq, c), seq)
+        out.metrics["bits_per_dim"] = out.metrics["bits_per_token"] * (self.config.num_tokens / self.config.dims)
         return out
 
-    def nll_bits_per_dim(self, tokens: Tensor, cond: Cond | Tensor) -> Tensor:
-        """Per-sample negative log-likelihood in bits/dim (B,) with the labels as given (no dropout); call in
-        eval mode for test-set numbers."""
-        logits = self(tokens, as_cond(cond, tokens.device).labels)  # (B, L*S, V)
-        nll = nn.functional.cross_entropy(logits.transpose(1, 2), self._flat(tokens), reduction="none")  # (B, L*S)
+    def nll_bits_per_dim(self, tokens: Tensor, c: Conditioning) -> Tensor:
+        """Per-sample negative log-likelihood in bits/dim (B,); call in eval mode for test-set numbers."""
+        logits = self(tokens, c)  # (B, L*S, V)
+        nll = nn.functional.cross_entropy(logits.transpose(1, 2), self.to_sequence(tokens), reduction="none")
         return nll.sum(dim=1) / (self.config.dims * math.log(2.0))
-
-    # ------------------------------------------------------------------ sampling: raster over the flat sequence
-
-    def force(self, state: DecodeState, tokens: Tensor, mask: Tensor) -> None:
-        """Known pixels (mask (B, H*W)) keep all their sub-pixels."""
-        super().force(state, self._flat(tokens.to(state.tokens.dtype)),
-                      mask.repeat_interleave(self.config.sub_tokens, dim=1))
-
-    def result(self, state: DecodeState) -> Tensor:
-        B, S = state.tokens.shape[0], self.config.sub_tokens
-        return state.tokens.view(B, -1, S) if S > 1 else state.tokens  # (B, L*S) -> (B, L, S)

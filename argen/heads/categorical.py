@@ -1,8 +1,10 @@
 """Categorical head for discrete tokens: cross-entropy training and logit-space sampling.
 
 The projection to the vocabulary lives in the generator (LlamaGen names it `output`), so this head has no
-parameters: `loss(logits, target, mask)` and `sample(logits, opts, rng)`. CFG combines the [cond; uncond]
-halves in logit space (`guide`), before temperature and filtering, exactly as LlamaGen and VAR do.
+parameters: `loss(logits, target, mask)` and `sample(logits, opts, rng, cfg_scale=..., guided=...)`. The
+sampling loop hands every head the step's guidance scale; this one combines the [cond; uncond] halves in
+logit space, before temperature and filtering, exactly as LlamaGen and VAR do (a diffusion head combines
+noise predictions inside its own denoising loop instead).
 """
 from __future__ import annotations
 
@@ -39,10 +41,13 @@ class CategoricalHead(nn.Module):
         value = loss.detach()
         return LossOutput(loss, {"nll": value, "bits_per_token": value / LN2, "accuracy": acc})
 
-    def guide(self, logits: Tensor, scale: float) -> Tensor:
-        """[cond; uncond] logits (2B, ...) -> guided logits (B, ...)."""
-        return combine(logits, scale)
+    def guide(self, logits: Tensor, cfg_scale: float, guided: bool) -> Tensor:
+        """The logits sampling draws from: [cond; uncond] rows (2B, ...) combined to (B, ...) when `guided`."""
+        return combine(logits, cfg_scale) if guided else logits
 
-    def sample(self, logits: Tensor, opts: SampleOptions, rng: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """Sample ids (...) from logits (..., V); scores are their log-probabilities (see sample_logits)."""
-        return sample_logits(logits, temperature=opts.temperature, top_k=opts.top_k, top_p=opts.top_p, rng=rng)
+    def sample(self, logits: Tensor, opts: SampleOptions, rng: torch.Generator | None = None, *,
+               cfg_scale: float = 1.0, guided: bool = False) -> tuple[Tensor, Tensor]:
+        """Sample ids (B, ...) from logits (R, ..., V) (R = 2B rows [cond; uncond] when `guided`); scores are
+        their log-probabilities (see sample_logits)."""
+        return sample_logits(self.guide(logits, cfg_scale, guided), temperature=opts.temperature, top_k=opts.top_k,
+                             top_p=opts.top_p, rng=rng)

@@ -162,12 +162,16 @@ def describe(rep: KeyReport, conv: Converted, limit: int = 8) -> str:
     return rep.summary(limit, name=name, model="argen")
 
 
-def load_strict(model: nn.Module, conv: Converted, source: str, hint: str = "", fresh: Iterable[str] = ()) -> KeyReport:
+def load_strict(model: nn.Module, conv: Converted, source: str, hint: str = "", fresh: Iterable[str] = (),
+                skip: tuple[str, ...] = ()) -> KeyReport:
     """Copy `conv.state` into `model` if every key and shape matches; else raise CheckpointError.
 
     `fresh`: regexes of argen-only state with no official counterpart (e.g. a quantizer's usage counters);
-    such keys may be absent from the file, keep the model's initial values and are listed in `conv.fresh`."""
+    such keys may be absent from the file, keep the model's initial values and are listed in `conv.fresh`.
+    `skip`: prefixes of the model's state that another file provides (a generator's bound quantizer comes
+    with the tokenizer); the file must not hold them."""
     rep = report(model, conv)
+    rep.missing = [k for k in rep.missing if not k.startswith(skip)] if skip else rep.missing
     regs = [re.compile(p) for p in fresh]
     conv.fresh = [k for k in rep.missing if any(r.fullmatch(k) for r in regs)]
     rep.missing = [k for k in rep.missing if k not in conv.fresh]

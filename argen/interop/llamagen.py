@@ -8,10 +8,12 @@ code: https://github.com/FoundationVision/LlamaGen).
   while argen's `decoder.up.{i}` mirrors encoder level i (i = levels - 1 - k). The architecture is read
   from the shapes (width, levels, res blocks, codebook); the official code hard-codes the rest.
 * Generator (`c2i_B_256.pt`, ...): `{"model" | "module" | "state_dict": sd}` or a bare FSDP-consolidated
-  dict; names are argen's raster generator names already. The architecture comes from a preset
-  (`llamagen-b`, ...): the number of heads is not visible in the weights, nor is the token grid
-  (`c2i_B_256.pt` and `c2i_B_384.pt` are shape-identical). Width, depth, vocabulary and classes are
-  checked against the file, with a hint naming the preset that fits.
+  dict; names are argen's raster generator names already, except the class table
+  `cls_embedding.embedding_table.weight`, which becomes the class conditioner's `embedding_table.weight` (its
+  row count gives the classes). The architecture comes from a preset (`llamagen-b`, ...): the number of heads
+  is not visible in the weights, nor is the token grid (`c2i_B_256.pt` and `c2i_B_384.pt` are
+  shape-identical). Width, depth and vocabulary are checked against the file, with a hint naming the preset
+  that fits.
 
 Non-state entries that some files carry (the RoPE table `freqs_cis`, KV-cache buffers left over from
 sampling, the VQ's rolling `codebook_used` statistic) are dropped by name and listed in the notes;
@@ -23,7 +25,7 @@ import os
 import re
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from .. import registry
 from ..errors import CheckpointError, ConfigError
@@ -152,7 +154,7 @@ def gpt_shape_info(state: dict[str, Tensor]) -> dict[str, int]:
 def _check_generator_config(cfg, info: dict[str, int], source: str) -> None:
     wrong = []
     for field, mine in (("dim", cfg.dim), ("depth", cfg.depth), ("vocab_size", cfg.vocab_size),
-                        ("num_classes", cfg.num_classes), ("ffn_hidden", cfg.hidden_dim)):
+                        ("ffn_hidden", cfg.hidden_dim)):
         if info[field] and info[field] != mine:
             wrong.append(f"{field} {info[field]} in the file vs {mine} in the config")
     if not wrong:
@@ -161,22 +163,33 @@ def _check_generator_config(cfg, info: dict[str, int], source: str) -> None:
     hint = (f"; the file looks like {official[0]} ({info['dim']} wide, {official[1]} layers): use --preset {official[0]}"
             if official and official[1] == info["depth"] else
             f"; set the config to the file's shape, e.g. --set dim={info['dim']} --set depth={info['depth']} "
-            f"--set vocab_size={info['vocab_size']} --set num_classes={info['num_classes']} and num_heads")
+            f"--set vocab_size={info['vocab_size']} and num_heads")
     raise CheckpointError(f"{source} does not fit the generator config: {'; '.join(wrong)}{hint}")
 
 
-def convert_gpt(source: str | os.PathLike | dict, config) -> tuple[Any, Converted]:
-    """Official c2i GPT checkpoint (path or loaded dict) -> (argen RasterGenerator in eval mode, record).
+CLASS_TABLE = "cls_embedding.embedding_table.weight"
+# Official GPT keys -> keys of {"conditioner": ClassConditioner, "generator": RasterGenerator}.
+GPT_RULES = [(re.escape(CLASS_TABLE), "conditioner.embedding_table.weight"), (r"(.+)", r"generator.\1")]
+
+
+def convert_gpt(source: str | os.PathLike | dict, config) -> tuple[Any, Any, Converted]:
+    """Official c2i GPT checkpoint (path or loaded dict) -> (argen RasterGenerator, ClassConditioner, record),
+    both in eval mode.
 
     `config` is a `RasterConfig` with the official architecture (e.g. the `llamagen-b` preset); it must
     keep `prefix_rope="zero"` for exact parity with the official model."""
+    from ..conditioning.labels import ClassConditionerConfig
+
     state, where, name = _state(source, GPT_CONTAINERS, "GPT")
-    _check_generator_config(config, gpt_shape_info(state), name)
+    info = gpt_shape_info(state)
+    _check_generator_config(config, info, name)
     state, dropped = drop(state, GPT_NON_STATE)
-    conv = rename(state, [], dropped, where)  # argen's raster generator uses LlamaGen's names
-    model = registry.build(config)
-    load_strict(model, conv, name, hint="is this a LlamaGen c2i GPT checkpoint with the preset's architecture?")
-    return model.eval(), conv
+    conv = rename(state, GPT_RULES, dropped, where)  # the generator's names are LlamaGen's already
+    conditioner = registry.build(ClassConditionerConfig(dim=config.dim, num_classes=info["num_classes"]))
+    generator = registry.build(config)
+    load_strict(nn.ModuleDict({"conditioner": conditioner, "generator": generator}), conv, name,
+                hint="is this a LlamaGen c2i GPT checkpoint with the preset's architecture?")
+    return generator.eval(), conditioner.eval(), conv
 
 
 
@@ -222,7 +235,7 @@ def convert_pipeline(tokenizer: str | os.PathLike | dict, generator: str | os.Pa
     from ..pipeline import Pipeline
 
     gen_cfg = _generator_config(preset, overrides)
-    gen, gconv = convert_gpt(generator, gen_cfg)
+    gen, conditioner, gconv = convert_gpt(generator, gen_cfg)
     h, w = gen_cfg.grid
     if h != w:
         raise ConfigError(f"LlamaGen tokens form a square grid; generator scales {gen_cfg.scales} are not square")
@@ -230,13 +243,13 @@ def convert_pipeline(tokenizer: str | os.PathLike | dict, generator: str | os.Pa
     if tok.layout.vocab_size != gen_cfg.vocab_size:
         raise ConfigError(f"the tokenizer has {tok.layout.vocab_size} codes but the generator models "
                           f"{gen_cfg.vocab_size}; pair a GPT with the VQ it was trained on")
-    pipe = Pipeline.from_parts(tok, gen, **DEMO_SAMPLING).eval()
+    pipe = Pipeline.from_parts(tok, conditioner, gen, **DEMO_SAMPLING).eval()
     name = lambda src, what: f"{what} state dict" if isinstance(src, dict) else str(src)  # noqa: E731
     notes = _note("tokenizer", name(tokenizer, "VQ"), tconv) + _note("generator", name(generator, "GPT"), gconv)
     notes.append(f"pipeline: {tok.config.resolution} px, {h}x{w} tokens, {gen_cfg.vocab_size} codes, "
-                 f"{gen_cfg.num_classes} classes; sampling defaults cfg {DEMO_SAMPLING['cfg']}, top_k {DEMO_SAMPLING['top_k']}")
+                 f"{conditioner.num_classes} classes; sampling defaults cfg {DEMO_SAMPLING['cfg']}, top_k {DEMO_SAMPLING['top_k']}")
     return pipe, notes
 
 
 __all__ = ["vq_rules", "vq_config", "convert_vq", "gpt_shape_info", "convert_gpt", "convert_pipeline", "OFFICIAL_GPT",
-           "DEMO_SAMPLING"]
+           "DEMO_SAMPLING", "GPT_RULES"]

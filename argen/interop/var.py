@@ -14,11 +14,11 @@ argen derives from the config and then dropped:
     quantize.ema_vocab_hit_SV   (S, V) code-usage statistics of VQVAE training (logging only)
 
 Renames (official -> argen): VAR's `pos_1LC` -> `pos_embed`, `lvl_embed` -> `level_embed`, `class_emb.weight`
--> `class_emb.embedding_table.weight`, `blocks.{i}.attn.{mat_qkv,proj,scale_mul_1H11}` ->
+-> the class conditioner's `embedding_table.weight`, `blocks.{i}.attn.{mat_qkv,proj,scale_mul_1H11}` ->
 `blocks.{i}.attention.{wqkv,wo,qk_scale}`, `ffn` -> `feed_forward`, `head_nm.ada_lin` -> `head_ada_lin`,
 `head` -> `output`; VQVAE `quantize.*` -> `quantizer.*` (`quant_resi.qresi_ls.{i}` -> `phi.{i}`) and the packed
-1x1 `attn.qkv` conv of the conv attention blocks is split into `q`, `k`, `v`. The generator keeps its own
-copy of the quantizer (codebook + Phi) taken from the VQVAE file.
+1x1 `attn.qkv` conv of the conv attention blocks is split into `q`, `k`, `v`. The generator reads its inputs
+with the tokenizer's quantizer (codebook + Phi), bound after both are loaded.
 """
 from __future__ import annotations
 
@@ -27,26 +27,28 @@ import os
 import re
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .. import registry
 from ..errors import CheckpointError
 from ..nn.conv import ConvNetConfig
-from .common import Converted, describe, load_strict, read_checkpoint, rename, report, unwrap
+from .common import Converted, load_strict, read_checkpoint, rename, report, unwrap
 
 VAR_BUFFERS = ("lvl_1L", "attn_bias_for_masking")
 
+# Official VAR keys -> argen keys of {"conditioner": ClassConditioner, "generator": NextScaleGenerator}.
 GENERATOR_RULES = [
-    (r"pos_1LC", "pos_embed"),
-    (r"lvl_embed\.weight", "level_embed.weight"),
-    (r"class_emb\.weight", "class_emb.embedding_table.weight"),
-    (r"blocks\.(\d+)\.attn\.mat_qkv\.weight", r"blocks.\1.attention.wqkv.weight"),
-    (r"blocks\.(\d+)\.attn\.proj\.(weight|bias)", r"blocks.\1.attention.wo.\2"),
-    (r"blocks\.(\d+)\.attn\.scale_mul_1H11", r"blocks.\1.attention.qk_scale"),
-    (r"blocks\.(\d+)\.attn\.(q_bias|v_bias)", r"blocks.\1.attention.\2"),
-    (r"blocks\.(\d+)\.ffn\.(fc1|fc2)\.(weight|bias)", r"blocks.\1.feed_forward.\2.\3"),
-    (r"head_nm\.ada_lin\.1\.(weight|bias)", r"head_ada_lin.1.\1"),
-    (r"head\.(weight|bias)", r"output.\1"),
+    (r"class_emb\.weight", "conditioner.embedding_table.weight"),
+    (r"pos_1LC", "generator.pos_embed"),
+    (r"lvl_embed\.weight", "generator.level_embed.weight"),
+    (r"blocks\.(\d+)\.attn\.mat_qkv\.weight", r"generator.blocks.\1.attention.wqkv.weight"),
+    (r"blocks\.(\d+)\.attn\.proj\.(weight|bias)", r"generator.blocks.\1.attention.wo.\2"),
+    (r"blocks\.(\d+)\.attn\.scale_mul_1H11", r"generator.blocks.\1.attention.qk_scale"),
+    (r"blocks\.(\d+)\.attn\.(q_bias|v_bias)", r"generator.blocks.\1.attention.\2"),
+    (r"blocks\.(\d+)\.ffn\.(fc1|fc2)\.(weight|bias)", r"generator.blocks.\1.feed_forward.\2.\3"),
+    (r"head_nm\.ada_lin\.1\.(weight|bias)", r"generator.head_ada_lin.1.\1"),
+    (r"head\.(weight|bias)", r"generator.output.\1"),
+    (r"(.+)", r"generator.\1"),  # the rest keeps its name (word_embed, pos_start, ada_lin, shared_ada_lin, ...)
 ]
 
 QUANTIZER_RULES = [
@@ -133,8 +135,7 @@ def generator_config_from_state(var_state: dict[str, Tensor], quantizer) -> "reg
     heads = var_state["blocks.0.attn.scale_mul_1H11"].shape[1] if qk_norm else C // 64
     hidden = var_state["blocks.0.ffn.fc1.weight"].shape[0]
     return registry.config_class("next-scale")(
-        vocab_size=var_state["head.weight"].shape[0], num_classes=var_state["class_emb.weight"].shape[0] - 1,
-        scales=quantizer.scales, quantizer=quantizer, depth=depth,
+        vocab_size=var_state["head.weight"].shape[0], scales=quantizer.scales, quantizer=quantizer, depth=depth,
         dim=None if C == 64 * depth else int(C), num_heads=None if heads == depth else int(heads),
         mlp_ratio=hidden / C, qk_norm=qk_norm, shared_adaln="shared_ada_lin.1.weight" in var_state)
 
@@ -161,13 +162,11 @@ def tokenizer_state(vae_state: dict[str, Tensor]) -> Converted:
     return rename(_split_qkv(state), QUANTIZER_RULES, dropped=dropped)
 
 
-def generator_state(var_state: dict[str, Tensor], vae_state: dict[str, Tensor], generator) -> Converted:
-    """Official VAR keys (+ the VQVAE's quantizer) -> argen next-scale keys, after checking the buffers."""
+def generator_state(var_state: dict[str, Tensor], generator) -> Converted:
+    """Official VAR keys -> argen conditioner + next-scale generator keys, after checking the buffers."""
     state = dict(var_state)
     dropped = _check_buffers(state, generator)
-    quant = {k: v for k, v in vae_state.items() if k.startswith("quantize.") and k != "quantize.ema_vocab_hit_SV"}
-    conv = rename({**state, **quant}, GENERATOR_RULES + QUANTIZER_RULES, dropped=dropped)
-    return conv
+    return rename(state, GENERATOR_RULES, dropped=dropped)
 
 
 def _check_buffers(state: dict[str, Tensor], generator) -> list[str]:
@@ -207,36 +206,47 @@ def _keep_fresh_statistics(model, conv: Converted) -> None:
 
 def convert(tokenizer_path: str | os.PathLike, generator_path: str | os.PathLike, *,
             vae_state: dict[str, Tensor] | None = None, var_state: dict[str, Tensor] | None = None):
-    """Build argen's (tokenizer, generator) from official VAR files (or already loaded state dicts).
+    """Build argen's (tokenizer, conditioner, generator) from official VAR files (or loaded state dicts).
 
-    Returns (tokenizer, generator, notes) in eval mode; notes are one-line facts for the CLI to print.
+    Returns (tokenizer, conditioner, generator, notes) in eval mode, the generator bound to the tokenizer;
+    notes are one-line facts for the CLI to print.
     """
+    from ..conditioning.labels import ClassConditionerConfig
+
     vae_state = vae_state if vae_state is not None else _read(tokenizer_path, "vae")
     var_state = var_state if var_state is not None else _read(generator_path, "var")
     scales = scales_from_state(var_state)
     tok_cfg = tokenizer_config_from_state(vae_state, scales)
     gen_cfg = generator_config_from_state(var_state, tok_cfg.quantizer)
+    if "class_emb.weight" not in var_state:
+        raise CheckpointError(f"{generator_path} lacks class_emb.weight; only class-conditional VAR models convert")
+    num_classes = var_state["class_emb.weight"].shape[0] - 1
+    conditioner = registry.build(ClassConditionerConfig(dim=gen_cfg.width, num_classes=num_classes))
     generator = registry.build(gen_cfg)  # the smaller model first: its buffer checks fail fast
-    conv_g = generator_state(var_state, vae_state, generator)
-    _keep_fresh_statistics(generator, conv_g)
-    load_strict(generator, conv_g, str(generator_path), hint="is this a VAR transformer (var_d16.pth ...)?")
+    conv_g = generator_state(var_state, generator)
+    load_strict(nn.ModuleDict({"conditioner": conditioner, "generator": generator}), conv_g, str(generator_path),
+                hint="is this a VAR transformer (var_d16.pth ...)?", skip=("generator.quantizer.",))
     tokenizer = registry.build(tok_cfg)
     conv_t = tokenizer_state(vae_state)
     _keep_fresh_statistics(tokenizer, conv_t)
     load_strict(tokenizer, conv_t, str(tokenizer_path), hint="is this VAR's VQVAE (vae_ch160v4096z32.pth)?")
-    generator.check_layout(tokenizer.layout)
+    generator.bind_tokenizer(tokenizer)
     c = gen_cfg
     notes = [
         f"tokenizer: {sum(p.numel() for p in tokenizer.parameters()) / 1e6:.2f}M params, {len(conv_t.state)} tensors "
         f"({report(tokenizer, conv_t).summary()}); dropped {', '.join(conv_t.dropped) or 'nothing'}",
-        f"generator: VAR depth {c.depth}, width {c.width}, {c.heads} heads, {c.num_classes} classes, "
+        f"generator: VAR depth {c.depth}, width {c.width}, {c.heads} heads, {num_classes} classes, "
         f"{'shared' if c.shared_adaln else 'per-block'} AdaLN, {'l2' if c.qk_norm else 'scaled'} attention, "
-        f"{len(c.scales)} scales ({c.num_tokens} tokens); {sum(p.numel() for p in generator.parameters()) / 1e6:.2f}M "
-        f"params ({describe(report(generator, conv_g), conv_g)}); checked and dropped {len(conv_g.dropped)} buffers "
+        f"{len(c.scales)} scales ({c.num_tokens} tokens); {_generator_params(generator) / 1e6:.2f}M params (without "
+        f"the tokenizer's quantizer; all {len(conv_g.state)} tensors matched); checked and dropped {len(conv_g.dropped)} buffers "
         f"({', '.join(sorted({k.split('.')[-1] for k in conv_g.dropped}))})",
         "sample like VAR's cfg=c with cfg=1+c and cfg_schedule=linear_scale",
     ]
-    return tokenizer.eval(), generator.eval(), notes
+    return tokenizer.eval(), conditioner.eval(), generator.eval(), notes
+
+
+def _generator_params(generator) -> int:
+    return sum(p.numel() for n, p in generator.named_parameters() if not n.startswith("quantizer."))
 
 
 def convert_pipeline(tokenizer_path: str | os.PathLike, generator_path: str | os.PathLike):
@@ -244,8 +254,9 @@ def convert_pipeline(tokenizer_path: str | os.PathLike, generator_path: str | os
     index = argen cfg 2.5 with cfg_schedule="linear_scale", top-k 900, top-p 0.96). Returns (pipeline, notes)."""
     from ..pipeline import Pipeline
 
-    tokenizer, generator, notes = convert(tokenizer_path, generator_path)
-    pipe = Pipeline.from_parts(tokenizer, generator, cfg=2.5, cfg_schedule="linear_scale", top_k=900, top_p=0.96)
+    tokenizer, conditioner, generator, notes = convert(tokenizer_path, generator_path)
+    pipe = Pipeline.from_parts(tokenizer, conditioner, generator, cfg=2.5, cfg_schedule="linear_scale", top_k=900,
+                               top_p=0.96)
     return pipe.eval(), notes
 
 

@@ -5,28 +5,31 @@ attention. Parameter names follow LlamaGen (`wqkv` fused q|k|v along dim 0, `wo`
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .fast_linear import Linear
-from .kv_cache import LayerKV
+from .kv_cache import LayerKV, PassThroughKV
 from .rope import apply_rope
 
 QkNorm = Literal["none", "l2"]
 QkvBias = Literal[False, True, "qv"]
+# Which keys a query may see: a bool tensor (True = may attend; (T, length) or broadcastable), "causal" (SDPA's
+# causal kernel over a full sequence) or "full" (everything). A cached forward passes `KVCache.attn_mask`.
+AttnMask = Union[Tensor, Literal["causal", "full"]]
+Rope = Union[tuple[Tensor, Tensor], None]  # (cos, sin) tables; None only for attention built with rotary=False
 
 
 class Attention(nn.Module):
     """Self-attention over (B, L, C).
 
-    `forward(x, rope=(cos, sin), mask=..., causal=..., kv=...)`:
-      * training / full sequences: `causal=True` (SDPA's causal kernel) or an explicit bool `mask`
-        (True = may attend), e.g. VAR's block-causal mask;
-      * decoding: pass the layer's `kv` (see kv_cache.py); keys/values are written into the static cache
-        and the mask comes from the cache (slot-causal) unless `mask` is given.
+    `forward(x, rope=(cos, sin), mask=..., kv=...)`: `mask` is an `AttnMask` ("causal", "full" or a bool
+    tensor such as VAR's block-causal mask); `kv` is a layer of a static `KVCache` (keys/values are written
+    into it and the visible slots are read back; pass `cache.attn_mask` as the mask) or the pass-through of
+    `NO_CACHE` for a full-sequence forward. `rotary=False` (VAR) builds attention without rotary positions.
     `qk_norm="l2"` (VAR): q and k are unit-normalised per head and q is scaled by a learned per-head
     temperature exp(min(s, log 100)), s initialised to log 4; SDPA then uses scale 1.
     `qkv_bias="qv"` (VAR): learned biases `q_bias`, `v_bias` on q and v only; k has none (a k bias is not
@@ -35,8 +38,9 @@ class Attention(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, *, head_dim: int | None = None, qkv_bias: QkvBias = False,
                  out_bias: bool = False, qk_norm: QkNorm = "none", attn_dropout: float = 0.0,
-                 resid_dropout: float = 0.0, softmax_scale: float | None = None):
+                 resid_dropout: float = 0.0, softmax_scale: float | None = None, rotary: bool = True):
         super().__init__()
+        self.rotary = rotary
         self.num_heads = num_heads
         self.head_dim = head_dim or dim // num_heads
         inner = num_heads * self.head_dim
@@ -56,8 +60,7 @@ class Attention(nn.Module):
         self.softmax_scale = softmax_scale  # None: 1/sqrt(head_dim) (1 with l2 qk_norm); VAR without l2: 0.25/sqrt(64)
         self.resid_dropout = nn.Dropout(resid_dropout)
 
-    def forward(self, x: Tensor, *, rope: tuple[Tensor, Tensor] | None = None, mask: Tensor | None = None,
-                causal: bool = False, kv: LayerKV | None = None) -> Tensor:
+    def forward(self, x: Tensor, *, rope: Rope, mask: AttnMask, kv: LayerKV | PassThroughKV) -> Tensor:
         B, L, _ = x.shape
         if hasattr(self, "q_bias"):  # q|0|v bias (VAR)
             bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
@@ -71,21 +74,23 @@ class Attention(nn.Module):
             q = F.normalize(q, dim=-1) * self.qk_scale.clamp(max=math.log(100.0)).exp()
             k = F.normalize(k, dim=-1)
             scale = 1.0
-            if rope is not None:
+            if self.rotary:
                 q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        elif rope is not None:
+        elif self.rotary:
             q, k = apply_rope(qkv[:2], *rope).unbind(0)  # q and k rotated in one pass: (2, B, H, L, D)
             v = qkv[2]
         else:
             q, k, v = qkv.unbind(0)  # 3 x (B, H, L, D)
-        if kv is not None:
-            k, v = kv.update(k, v)  # (B, H, length, D) views of the static cache
-            if mask is None:
-                mask = kv.mask
-            causal = False  # SDPA's is_causal aligns top-left, wrong when T < length; the cache mask is exact
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal and mask is None, scale=scale,
-            dropout_p=self.attn_dropout if self.training else 0.0)  # (B, H, L, D)
+        k, v = kv.update(k, v)  # a cache returns (B, H, length, D) views of its buffers
+        # SDPA's is_causal aligns top-left, which is wrong when T < length: cached forwards pass the cache's mask
+        if isinstance(mask, Tensor):
+            attn_mask, causal = mask, False
+        elif mask == "causal" or mask == "full":
+            attn_mask, causal = None, mask == "causal"
+        else:
+            raise ValueError(f"attention mask must be a bool tensor, 'causal' or 'full'; got {mask!r}")
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal, scale=scale,
+                                             dropout_p=self.attn_dropout if self.training else 0.0)  # (B, H, L, D)
         out = out.transpose(1, 2).reshape(B, L, self.num_heads * self.head_dim)
         out = self.wo(out)
         return self.resid_dropout(out) if self.training else out

@@ -1,11 +1,12 @@
-"""Pre-norm transformer block shared by every sequence generator (Llama / LlamaGen layout, optional AdaLN).
+"""Pre-norm transformer blocks shared by every sequence generator: the plain Llama / LlamaGen layer and the
+AdaLN layer of DiT / VAR. Two classes, so a block's behaviour never depends on which arguments are None.
 
-    x = x + DropPath(attention(norm1(x)))          # gated and modulated when AdaLN is on:
-    x = x + DropPath(feed_forward(norm2(x)))        # x + gate * f(norm(x) * (1 + scale) + shift)
+    Block:       x = x + DropPath(attention(norm1(x)));  x = x + DropPath(feed_forward(norm2(x)))
+    AdaLNBlock:  x = x + DropPath(gate1 * attention(norm1(x) * (1 + scale1) + shift1))   (same for the MLP)
 
 Submodule names are LlamaGen's (`attention_norm`, `attention.wqkv/wo`, `ffn_norm`, `feed_forward.w1/w2/w3`)
-so official checkpoints load by name; the AdaLN projection is `ada_lin` (VAR). With `shared_adaln` (VAR-d36)
-one projection outside the blocks yields the modulation (B, 1, 6, C) and each block only adds its learned
+so official checkpoints load by name; the AdaLN projection is `ada_lin` (VAR). With `shared=True` (VAR-d36)
+one projection outside the blocks yields a modulation (B, 1, 6, C) and each block only adds its learned
 offset `ada_gss` (1, 1, 6, C).
 """
 from __future__ import annotations
@@ -14,8 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from .adaln import AdaLNModulation, modulate
-from .attention import Attention, QkNorm, QkvBias
-from .kv_cache import LayerKV
+from .attention import Attention, AttnMask, QkNorm, QkvBias, Rope
+from .kv_cache import LayerKV, PassThroughKV
 from .mlp import MlpKind, make_mlp
 from .norms import NormKind, make_norm
 
@@ -34,54 +35,72 @@ class DropPath(nn.Module):
         return x * keep / (1 - self.p)
 
 
+def _attention(dim: int, num_heads: int, head_dim: int | None, qkv_bias: QkvBias, out_bias: bool, qk_norm: QkNorm,
+               attn_dropout: float, resid_dropout: float, softmax_scale: float | None, rotary: bool) -> Attention:
+    return Attention(dim, num_heads, head_dim=head_dim, qkv_bias=qkv_bias, out_bias=out_bias, qk_norm=qk_norm,
+                     attn_dropout=attn_dropout, resid_dropout=resid_dropout, softmax_scale=softmax_scale,
+                     rotary=rotary)
+
+
 class Block(nn.Module):
-    """One transformer layer. `adaln_dim` > 0 turns on AdaLN (norms lose their affine part and the
-    block takes `cond` (B, adaln_dim) in forward); 0 means plain pre-norm (LlamaGen). `shared_adaln=True`
-    also drops the affine part but takes `cond` as a shared modulation (B, 1, 6, C) plus `ada_gss`."""
+    """Plain pre-norm layer (LlamaGen): affine norms, attention, MLP."""
 
     def __init__(self, dim: int, num_heads: int, ffn_hidden: int, *, head_dim: int | None = None,
                  mlp: MlpKind = "swiglu", norm: NormKind = "rms", norm_eps: float = 1e-5,
                  qkv_bias: QkvBias = False, out_bias: bool = False, qk_norm: QkNorm = "none",
                  attn_dropout: float = 0.0, resid_dropout: float = 0.0, ffn_dropout: float = 0.0,
-                 drop_path: float = 0.0, adaln_dim: int = 0, shared_adaln: bool = False,
-                 softmax_scale: float | None = None):
+                 drop_path: float = 0.0, softmax_scale: float | None = None, rotary: bool = True):
         super().__init__()
-        if shared_adaln and adaln_dim:
-            raise ValueError("shared_adaln takes the modulation from outside the block; leave adaln_dim at 0")
-        affine = adaln_dim == 0 and not shared_adaln
-        self.attention_norm = make_norm(norm, dim, norm_eps, affine)
-        self.attention = Attention(dim, num_heads, head_dim=head_dim, qkv_bias=qkv_bias, out_bias=out_bias,
-                                   qk_norm=qk_norm, attn_dropout=attn_dropout, resid_dropout=resid_dropout,
-                                   softmax_scale=softmax_scale)
-        self.ffn_norm = make_norm(norm, dim, norm_eps, affine)
+        self.attention_norm = make_norm(norm, dim, norm_eps, True)
+        self.attention = _attention(dim, num_heads, head_dim, qkv_bias, out_bias, qk_norm, attn_dropout,
+                                    resid_dropout, softmax_scale, rotary)
+        self.ffn_norm = make_norm(norm, dim, norm_eps, True)
         self.feed_forward = make_mlp(mlp, dim, ffn_hidden, ffn_dropout)
         self.drop_path = DropPath(drop_path)
-        self.ada_lin = AdaLNModulation(adaln_dim, dim, 6) if adaln_dim else None
-        if shared_adaln:
+
+    def forward(self, x: Tensor, *, rope: Rope, mask: AttnMask, kv: LayerKV | PassThroughKV) -> Tensor:
+        if not self.training:  # inference: no stochastic depth, fewer module calls per decoding step
+            x = x + self.attention(self.attention_norm(x), rope=rope, mask=mask, kv=kv)
+            return x + self.feed_forward(self.ffn_norm(x))
+        x = x + self.drop_path(self.attention(self.attention_norm(x), rope=rope, mask=mask, kv=kv))
+        return x + self.drop_path(self.feed_forward(self.ffn_norm(x)))
+
+
+class AdaLNBlock(nn.Module):
+    """AdaLN layer (DiT, VAR): non-affine norms modulated by six vectors computed from a condition.
+
+    `cond_dim` is the width of the condition vector that the block's own `ada_lin` reads; `shared=True` takes
+    the modulation from outside (one projection for all blocks) plus the block's offset `ada_gss`."""
+
+    def __init__(self, dim: int, num_heads: int, ffn_hidden: int, *, cond_dim: int, shared: bool = False,
+                 head_dim: int | None = None, mlp: MlpKind = "gelu_tanh", norm: NormKind = "layer",
+                 norm_eps: float = 1e-6, qkv_bias: QkvBias = False, out_bias: bool = False, qk_norm: QkNorm = "none",
+                 attn_dropout: float = 0.0, resid_dropout: float = 0.0, ffn_dropout: float = 0.0,
+                 drop_path: float = 0.0, softmax_scale: float | None = None, rotary: bool = True):
+        super().__init__()
+        self.attention_norm = make_norm(norm, dim, norm_eps, False)
+        self.attention = _attention(dim, num_heads, head_dim, qkv_bias, out_bias, qk_norm, attn_dropout,
+                                    resid_dropout, softmax_scale, rotary)
+        self.ffn_norm = make_norm(norm, dim, norm_eps, False)
+        self.feed_forward = make_mlp(mlp, dim, ffn_hidden, ffn_dropout)
+        self.drop_path = DropPath(drop_path)
+        self.shared = shared
+        if shared:
             self.ada_gss = nn.Parameter(torch.zeros(1, 1, 6, dim))
+        else:
+            self.ada_lin = AdaLNModulation(cond_dim, dim, 6)
 
     def modulation(self, cond: Tensor) -> tuple[Tensor, ...]:
-        """The six AdaLN vectors (gate1, gate2, scale1, scale2, shift1, shift2), each (B, 1, C), for `cond`
-        ((B, adaln_dim), or (B, 1, 6, C) with shared_adaln). Decoders that reuse one condition for many
-        steps compute them once and pass `modulation=` to forward."""
-        if hasattr(self, "ada_gss"):
+        """The six AdaLN vectors (gate1, gate2, scale1, scale2, shift1, shift2), each (B, 1, C), of a condition:
+        (B, cond_dim), or with `shared` the shared modulation (B, 1, 6, C). Decoders that reuse one condition
+        for many steps compute them once (`Trunk.modulations`)."""
+        if self.shared:
             return (self.ada_gss + cond).unbind(2)  # 6 x (B, 1, C)
         return self.ada_lin(cond)  # 6 x (B, 1, C), VAR's order
 
-    def forward(self, x: Tensor, *, rope: tuple[Tensor, Tensor] | None = None, mask: Tensor | None = None,
-                causal: bool = False, kv: LayerKV | None = None, cond: Tensor | None = None,
-                modulation: tuple[Tensor, ...] | None = None) -> Tensor:
-        attn = dict(rope=rope, mask=mask, causal=causal, kv=kv)
-        if self.ada_lin is None and not hasattr(self, "ada_gss"):
-            if not self.training:  # inference: no stochastic depth, fewer module calls per decoding step
-                x = x + self.attention(self.attention_norm(x), **attn)
-                return x + self.feed_forward(self.ffn_norm(x))
-            x = x + self.drop_path(self.attention(self.attention_norm(x), **attn))
-            return x + self.drop_path(self.feed_forward(self.ffn_norm(x)))
-        if modulation is None:
-            if cond is None:
-                raise ValueError("this block uses AdaLN: pass cond (B, adaln_dim), or (B, 1, 6, C) with shared_adaln")
-            modulation = self.modulation(cond)
+    def forward(self, x: Tensor, modulation: tuple[Tensor, ...], *, rope: Rope, mask: AttnMask,
+                kv: LayerKV | PassThroughKV) -> Tensor:
         gate1, gate2, scale1, scale2, shift1, shift2 = modulation
-        x = x + self.drop_path(gate1 * self.attention(modulate(self.attention_norm(x), scale1, shift1), **attn))
+        h = self.attention(modulate(self.attention_norm(x), scale1, shift1), rope=rope, mask=mask, kv=kv)
+        x = x + self.drop_path(gate1 * h)
         return x + self.drop_path(gate2 * self.feed_forward(modulate(self.ffn_norm(x), scale2, shift2)))

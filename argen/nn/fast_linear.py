@@ -6,16 +6,19 @@ the weight on every call; a weight packed once into oneDNN's blocked layout is r
 which measured 1.3-2x faster per step for LlamaGen-B on a 2-core AVX2 box (benchmarks/RESULTS.md).
 
 `Linear` is an nn.Linear (same parameters, same state-dict names) that uses a packed copy while one is
-attached and autograd is off; `packed_linears(module, rows)` attaches copies for the duration of a
-`with` block (sampling) and drops them afterwards, so the extra memory (one more copy of the large
-weights) is only held while generating. The fast path is skipped — with identical semantics, plain
-`F.linear` — on non-CPU devices, for non-fp32 weights, for small matrices (where oneDNN's per-call
-overhead outweighs the gain), when the op is missing from this torch build, or when the copies would not
-fit comfortably in available memory. Results agree with F.linear to fp32 rounding.
+attached and autograd is off; `packed_linears(module, rows, enabled=True)` attaches copies for the duration
+of a `with` block (sampling) and drops them afterwards, so the extra memory (one more copy of the large
+weights) is only held while generating.
+
+It is an explicit opt-in (`argen.generate(..., pack_weights=True)`, `argen sample --pack-weights`), off by
+default, because the packed GEMM rounds differently from `F.linear`: results agree to fp32 rounding, not
+bit for bit, so the same seed gives the same images with packing on or off only within one setting. Whether it
+is used depends only on that flag and on the weights themselves (fp32 CPU matrices of at least
+`MIN_PACK_ELEMENTS`, and an op present in this torch build), never on free memory or load, so a seeded run
+is reproducible on a given machine.
 """
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -52,26 +55,16 @@ def _eligible(m: nn.Module) -> bool:
     return w.device.type == "cpu" and w.dtype == torch.float32 and w.numel() >= MIN_PACK_ELEMENTS
 
 
-def _available_bytes() -> int | None:
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
 @contextmanager
-def packed_linears(module: nn.Module, rows: int, enabled: bool | None = None) -> Iterator[bool]:
-    """Attach prepacked weights to the large CPU `Linear`s of `module` inside the block.
+def packed_linears(module: nn.Module, rows: int, enabled: bool = False) -> Iterator[bool]:
+    """Attach prepacked weights to the large CPU `Linear`s of `module` inside the block when `enabled`.
 
     `rows` is the expected number of input rows per call (a layout hint; other row counts still work).
-    `enabled`: True forces packing where possible, False disables it, None (default) packs when the
-    copies take less than half of the currently available memory. Yields whether packing is active.
+    Yields whether packing is active (False when disabled, or nothing in `module` is eligible).
     """
-    mods = [m for m in module.modules() if _eligible(m)] if enabled is not False and _ops_available() else []
-    if mods and enabled is None:
-        need, free = sum(m.weight.numel() * 4 for m in mods), _available_bytes()
-        if free is not None and need > free // 2:
-            mods = []
+    if not isinstance(enabled, bool):
+        raise ValueError(f"pack_weights must be True or False, got {enabled!r}")
+    mods = [m for m in module.modules() if _eligible(m)] if enabled and _ops_available() else []
     if not mods:
         yield False
         return

@@ -9,6 +9,8 @@ shared by every batch row. That covers:
   * batch and CFG-doubled batch ([cond; uncond] rows are just 2B rows);
   * multi-token steps (prefill, several tokens per forward);
   * arbitrary slot writes (`prepare(tensor_of_slots)`), e.g. re-writing a slot or filling out of order.
+Generators pass `cache.attn_mask` as the attention mask of a cached forward; `NO_CACHE` stands in for a
+cache in full-sequence forwards (training), so attention layers have one code path.
 Visibility is slot-causal: a query written at slot s sees slots <= s. The boolean mask for that comes
 from one precomputed table; the common single-token append needs no mask at all. `prepare(..., causal=False)`
 makes the new slots see each other and every earlier slot (a whole block at once: VAR's scales).
@@ -17,6 +19,34 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+
+class PassThroughKV:
+    """The layer view of "no cache": a forward attends over its own keys/values only (training, full
+    sequences). Attention always calls `kv.update`, so it has no cached/uncached modes of its own."""
+
+    __slots__ = ()
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        return k, v
+
+
+class NoCache:
+    """Stands where a `KVCache` goes when there is none: every layer gets the pass-through view."""
+
+    __slots__ = ()
+    _layer = PassThroughKV()
+
+    class _Layers:
+        __slots__ = ()
+
+        def __getitem__(self, i: int) -> PassThroughKV:
+            return NoCache._layer
+
+    layers = _Layers()
+
+
+NO_CACHE = NoCache()
 
 
 class LayerKV:
@@ -29,10 +59,6 @@ class LayerKV:
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         return self.cache.update(self.index, k, v)
-
-    @property
-    def mask(self) -> Tensor | None:
-        return self.cache.mask
 
 
 class KVCache:
@@ -83,6 +109,12 @@ class KVCache:
         self._write = slots
         self.length = max(self.length, end)
         self.mask = self._causal_rows(slots) if causal else None
+
+    @property
+    def attn_mask(self) -> "Tensor | str":
+        """The attention mask of the prepared forward: the (T, length) bool table, or "full" (no mask needed:
+        a plain one-token append, or slots prepared with causal=False)."""
+        return "full" if self.mask is None else self.mask
 
     def _causal_rows(self, slots: Tensor) -> Tensor:
         if self._causal is None:

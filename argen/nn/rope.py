@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 PrefixMode = Literal["identity", "zero"]
 
@@ -64,7 +64,8 @@ def with_prefix(table: tuple[Tensor, Tensor], num_prefix: int, mode: PrefixMode 
         pre_cos = torch.zeros(num_prefix, cos.shape[1])
     else:
         raise ValueError(f"unknown prefix rope mode {mode!r}; choose 'identity' or 'zero'")
-    return torch.cat([pre_cos, cos]), torch.cat([torch.zeros(num_prefix, sin.shape[1]), sin])
+    pre_cos = pre_cos.to(cos.device)
+    return torch.cat([pre_cos, cos]), torch.cat([torch.zeros_like(pre_cos), sin])
 
 
 def grid_rope_table(height: int, width: int, head_dim: int, *, base: float = 10000.0, num_prefix: int = 0,
@@ -90,3 +91,30 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     x0, x1 = xf[..., 0], xf[..., 1]
     out = torch.stack((x0 * cos - x1 * sin, x1 * cos + x0 * sin), dim=-1)  # (B, H, L, D/2, 2)
     return out.flatten(-2).type_as(x)
+
+
+class GridRope(nn.Module):
+    """RoPE rows for P conditioning (prefix) tokens followed by the tokens of an (h, w) grid in raster order.
+
+    The grid's table is computed once (non-persistent buffers); the prefix length is known only at run time
+    (one class token, a caption of T tokens), so `table(P)` prepends its P rows per call (decoders call it
+    once per run and slice views per step). `repeat` gives every grid position that many consecutive rows
+    (pixel AR: the three sub-pixels of a pixel share its position)."""
+
+    def __init__(self, grid: tuple[int, int], head_dim: int, *, base: float = 10000.0,
+                 kind: Literal["2d", "1d"] = "2d", prefix_mode: PrefixMode = "identity", repeat: int = 1):
+        super().__init__()
+        if prefix_mode not in ("identity", "zero"):
+            raise ValueError(f"unknown prefix rope mode {prefix_mode!r}; choose 'identity' or 'zero'")
+        cos, sin = grid_rope_table(grid[0], grid[1], head_dim, base=base, kind=kind)  # (N, D/2) each
+        if repeat > 1:
+            cos, sin = cos.repeat_interleave(repeat, dim=0), sin.repeat_interleave(repeat, dim=0)
+        self.prefix_mode = prefix_mode
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def table(self, num_prefix: int) -> tuple[Tensor, Tensor]:
+        """(cos, sin), each (num_prefix + N, D/2): the prefix rows (see `with_prefix`), then the grid's."""
+        if num_prefix == 0:
+            return self.cos, self.sin
+        return with_prefix((self.cos, self.sin), num_prefix, self.prefix_mode)

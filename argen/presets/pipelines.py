@@ -1,21 +1,34 @@
-"""Pipeline presets: a tokenizer preset + a generator preset + sampling defaults.
+"""Pipeline presets: a tokenizer preset + a class conditioner + a generator preset + sampling defaults.
 
 `fmnist-raster-tiny` is the CPU recipe (Fashion-MNIST 28 px padded to 32 -> 8x8 VQ tokens -> tiny LlamaGen);
 `imagenet-llamagen-*` pair LlamaGen's VQ-16 with the official GPT sizes at their published resolution and FID
 sampling settings (top-k off, cfg 2.0 for B/L, 1.75 for XL/XXL, 1.65 for 3B), ready for converted weights.
+The other families' pipelines sit with their generator presets and use `class_pipeline` from here.
 """
 from __future__ import annotations
 
+from typing import Any
+
+from ..conditioning.labels import ClassConditionerConfig
+from ..config import Config
+from ..data.fashion_mnist import CLASSES as FASHION_MNIST_CLASSES
 from ..pipeline import PipelineConfig
+from ..types import SampleOptions
 from . import get_config, preset
 
-FASHION_MNIST_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
-                         "ankle boot")
+
+def class_pipeline(tokenizer: Config, generator: Config, *, num_classes: int, class_names=(), dropout: float = 0.1,
+                   init_std: float = 0.02, **sampling: Any) -> PipelineConfig:
+    """A class-conditional pipeline config (the conditioner's width follows the generator's)."""
+    conditioner = ClassConditionerConfig(dim=generator.cond_dim, num_classes=num_classes,
+                                         class_names=tuple(class_names), dropout=dropout, init_std=init_std)
+    return PipelineConfig(tokenizer=tokenizer, conditioner=conditioner, generator=generator,
+                          sampling=SampleOptions(**sampling))
 
 
 @preset("fmnist-raster-tiny", "Fashion-MNIST class-conditional: vq-tiny tokenizer (32 px, 8x8) + llamagen-tiny")
 def fmnist_raster_tiny() -> PipelineConfig:
-    return PipelineConfig(tokenizer=get_config("vq-tiny"), generator=get_config("llamagen-tiny"),
+    return class_pipeline(get_config("vq-tiny"), get_config("llamagen-tiny"), num_classes=10,
                           class_names=FASHION_MNIST_CLASSES, cfg=2.0, top_k=0)
 
 
@@ -25,7 +38,7 @@ def _imagenet(generator: str, resolution: int, cfg: float) -> PipelineConfig:
     # attention sits at the lowest level, whose size taming counts from the nominal resolution
     tok = tok.replace(resolution=resolution, net=tok.net.replace(attn_resolutions=(grid,)))
     gen = get_config(generator).replace(scales=((grid, grid),))
-    return PipelineConfig(tokenizer=tok, generator=gen, cfg=cfg, top_k=0)
+    return class_pipeline(tok, gen, num_classes=1000, cfg=cfg, top_k=0)
 
 
 @preset("imagenet-llamagen-b", "LlamaGen VQ-16 + GPT-B, 256 px (16x16 tokens), cfg 2.0")

@@ -9,12 +9,13 @@ from __future__ import annotations
 from ..config import Config
 from ..generators.random_order import RandomOrderConfig
 from . import get_config, preset
+from .pipelines import FASHION_MNIST_CLASSES, class_pipeline
 
 
 def _randar(dim: int, depth: int, heads: int) -> RandomOrderConfig:
-    return RandomOrderConfig(vocab_size=16384, num_classes=1000, scales=((16, 16),), dim=dim, depth=depth,
-                             num_heads=heads, prefix_rope="zero", embed_dropout=0.1, resid_dropout=0.1,
-                             ffn_dropout=0.1, class_dropout=0.1, num_steps=88, sample_order="random")
+    return RandomOrderConfig(vocab_size=16384, scales=((16, 16),), dim=dim, depth=depth, num_heads=heads,
+                             prefix_rope="zero", embed_dropout=0.1, resid_dropout=0.1, ffn_dropout=0.1, num_steps=88,
+                             sample_order="random")
 
 
 @preset("randar-l", "RandAR-L c2i: 0.3B (GPT-L: 1024 wide, 24 layers), 16x16 tokens, random order, 88 steps")
@@ -33,18 +34,14 @@ def randar_xxl() -> RandomOrderConfig:
 
 
 @preset("randar-tiny", "tiny random-order generator for CPU tests: 64 wide, 2 layers, 256 codes, 8x8 tokens, "
-                       "10 classes, 24 parallel steps")
+                       "24 parallel steps", tiny_for="random-order")
 def randar_tiny() -> RandomOrderConfig:
-    return RandomOrderConfig(vocab_size=256, num_classes=10, scales=((8, 8),), dim=64, depth=2, num_heads=4,
-                             embed_dropout=0.0, resid_dropout=0.0, ffn_dropout=0.0, class_dropout=0.1,
-                             num_steps=24)
+    return RandomOrderConfig(vocab_size=256, scales=((8, 8),), dim=64, depth=2, num_heads=4, embed_dropout=0.0,
+                             resid_dropout=0.0, ffn_dropout=0.0, num_steps=24)
 
 
 @preset("fmnist-randar-tiny", "Fashion-MNIST class-conditional: vq-tiny tokenizer (32 px, 8x8) + randar-tiny, "
                               "cfg 2.0 ramped linearly over tokens")
 def fmnist_randar_tiny() -> Config:
-    from ..data.fashion_mnist import CLASSES
-    from ..pipeline import PipelineConfig
-
-    return PipelineConfig(tokenizer=get_config("vq-tiny"), generator=get_config("randar-tiny"),
-                          class_names=tuple(CLASSES), cfg=2.0, cfg_schedule="linear", top_k=0)
+    return class_pipeline(get_config("vq-tiny"), get_config("randar-tiny"), num_classes=10,
+                          class_names=FASHION_MNIST_CLASSES, cfg=2.0, cfg_schedule="linear", top_k=0)

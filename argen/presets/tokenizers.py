@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..config import Config
 from ..nn.conv import ConvNetConfig
+from ..tokenizers.quantizers.msvq import VAR_SCALES_256
 from . import preset
 
 
@@ -43,13 +44,10 @@ def vq_f8_c16384() -> Config:
                         quantizer=_quantizer("vq", dim=8, codebook_size=16384, metric="cosine", beta=0.25))
 
 
-VAR_SCALES = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 6), (8, 8), (10, 10), (13, 13), (16, 16))
-
-
 @preset("msvq-f16-c4096", "VAR's VQVAE: f16 conv, width 160, 4096 x 32 codebook shared by 10 scales 1..16 (680 tokens)")
 def msvq_f16_c4096() -> Config:
     return _autoencoder(resolution=256, net=ConvNetConfig(ch=160, z_channels=32), quant_conv_kernel=3,
-                        quantizer=_quantizer("msvq", dim=32, codebook_size=4096, scales=VAR_SCALES))
+                        quantizer=_quantizer("msvq", dim=32, codebook_size=4096, scales=VAR_SCALES_256))
 
 
 @preset("vae-kl16", "MAR's KL-16: LDM KL autoencoder, f16, 16 latent channels, scale factor 0.2325")

@@ -12,7 +12,7 @@ coarse -> fine pyramid) shapes the mask.
     edited = edit(pipe, images, mask)                              # in-paint where mask is True
     edited = edit(pipe, images, mode="outpaint", border=4)         # regenerate a 4-pixel frame
     edited = edit(pipe, small, mode="outpaint", anchor="left")     # extend a smaller image to the model size
-    edited = edit(pipe, images, mask, labels=[7], mode="class")    # regenerate the region as class 7
+    edited = edit(pipe, images, mask, cond=[7], mode="class")      # regenerate the region as class 7
 
 Pixel masks are bool (B, 1, H, W) or (B, H, W), True = regenerate. Token rule (`pixel_mask_to_token_mask`):
 a token of a (h, w) grid covers the pixels of its adaptive-pooling cell (exactly an (H/h) x (W/w) block when
@@ -36,7 +36,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..types import TokenLayout
-from .generate import Force, evaluating, generate
+from ..types import Cond
+from .loop import evaluating, generate
+from .samplers import Force
 
 Mode = Literal["inpaint", "outpaint", "class"]
 Paste = Literal["hard", "soft", "none"]
@@ -171,24 +173,23 @@ def paste_known(edited: Tensor, images: Tensor, mask: Tensor, *, paste: Paste = 
 
 @dataclass
 class EditPlan:
-    """Everything an edit needs before sampling: the canvas at the model's size, the pixel mask, the labels
-    and the known tokens. `force.mask` (B, P) is True where a token is known (the complement of the token
-    mask)."""
+    """Everything an edit needs before sampling: the canvas at the model's size, the pixel mask, the
+    conditioning and the known tokens. `force.mask` (B, P) is True where a token is known (the complement of
+    the token mask)."""
 
     images: Tensor  # (B, 3, H, W) in [-1, 1]
     mask: Tensor  # (B, 1, H, W) bool, True = regenerate
-    labels: Tensor  # (B,) int64, -1 = unconditional
+    cond: Cond  # B rows; unconditional rows are the conditioner's null
     force: Force
 
 
-def _parts(model: Any) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
-    """(tokenizer, generator, sampling defaults) of a Pipeline or a (tokenizer, generator) pair."""
-    if hasattr(model, "tokenizer") and hasattr(model, "generator"):
-        defaults = getattr(getattr(model, "config", None), "sample_defaults", {})
-        return model.tokenizer, model.generator, dict(defaults)
-    if isinstance(model, (tuple, list)) and len(model) == 2:
-        return model[0], model[1], {}
-    raise ValueError("edit needs a Pipeline or a (tokenizer, generator) pair")
+def _parts(model: Any) -> tuple[nn.Module, nn.Module, nn.Module, dict[str, Any]]:
+    """(tokenizer, conditioner, generator, sampling defaults) of a Pipeline or such a triple."""
+    if all(hasattr(model, a) for a in ("tokenizer", "conditioner", "generator")):
+        return model.tokenizer, model.conditioner, model.generator, model.sample_defaults()
+    if isinstance(model, (tuple, list)) and len(model) == 3:
+        return model[0], model[1], model[2], {}
+    raise ValueError("edit needs a Pipeline or a (tokenizer, conditioner, generator) triple")
 
 
 def _image_size(tokenizer: nn.Module, generator: nn.Module) -> tuple[int, int]:
@@ -198,24 +199,27 @@ def _image_size(tokenizer: nn.Module, generator: nn.Module) -> tuple[int, int]:
     return gh * f, gw * f
 
 
-def _labels(labels: Any, batch_size: int, device: torch.device) -> Tensor:
-    if labels is None:
-        return torch.full((batch_size,), -1, dtype=torch.long, device=device)
-    t = torch.as_tensor(labels, dtype=torch.long).reshape(-1).to(device)
-    if t.numel() == 1:
-        t = t.expand(batch_size).clone()
-    if t.numel() != batch_size:
-        raise ValueError(f"got {t.numel()} labels for {batch_size} images; give one label per image or one for all")
-    return t
+def _cond(conditioner: nn.Module, cond: Any, batch_size: int, device: torch.device) -> Cond:
+    """The edit's conditioning: none = unconditional, else one row per image or one for all."""
+    if cond is None:
+        return conditioner.null(batch_size, device)
+    cond = conditioner.parse(cond, device)
+    n = cond.batch_size
+    if n == 1 and batch_size > 1:
+        cond = Cond(*(None if t is None else t.expand(batch_size, *t.shape[1:]).clone()
+                      for t in (cond.labels, cond.text, cond.text_mask, cond.image)))
+    elif n != batch_size:
+        raise ValueError(f"got {n} conditions (labels) for {batch_size} images; give one per image or one for all")
+    return cond
 
 
-def plan_edit(model: Any, images: Tensor, mask: Tensor | None = None, labels: Any = None, *,
+def plan_edit(model: Any, images: Tensor, mask: Tensor | None = None, cond: Any = None, *,
               mode: Mode = "inpaint", border: int | Sequence[int] = 0, anchor: Anchor = "center",
               min_known: float = 1.0, keep_coarse: int = 3) -> EditPlan:
     """Build the canvas, pixel mask and known tokens of an edit (see `edit` for the arguments)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-    tokenizer, generator, _ = _parts(model)
+    tokenizer, conditioner, generator, _ = _parts(model)
     if images.dim() == 3:
         images = images.unsqueeze(0)  # (3, H, W) -> (1, 3, H, W)
     if images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
@@ -245,49 +249,50 @@ def plan_edit(model: Any, images: Tensor, mask: Tensor | None = None, labels: An
     if tuple(mask.shape) != (B, 1, H, W):
         raise ValueError(f"mask {tuple(mask.shape)} does not match images {tuple(images.shape)}; give one "
                          f"(1 or {B}, 1, {H}, {W}) mask")
-    labels = _labels(labels, B, device)
-    if mode == "class" and bool((labels < 0).any()):
-        raise ValueError("class-conditional editing needs a class label for every image (got -1 / none)")
+    cond = _cond(conditioner, cond, B, device)
+    if mode == "class" and bool(conditioner.is_null(cond).any()):
+        raise ValueError("class-conditional editing needs a condition (a class label) for every image (got -1 / none)")
 
     layout = generator.layout
     regen = pixel_mask_to_token_mask(mask, layout, min_known=min_known, keep_coarse=keep_coarse)  # (B, P)
     with evaluating(tokenizer):
         param = next((p for p in tokenizer.parameters() if p.is_floating_point()), None)
         tokens = tokenizer.encode(images if param is None else images.to(param.dtype))
-    return EditPlan(images=images, mask=mask, labels=labels, force=Force(tokens.to(device), ~regen))
+    return EditPlan(images=images, mask=mask, cond=cond, force=Force(tokens.to(device), ~regen))
 
 
 def edit_tokens(model: Any, plan: EditPlan, **sample_kwargs: Any) -> Tensor:
     """Sample the edit's tokens (layout order) with the known ones forced; kwargs go to `argen.generate`
-    (cfg, temperature, top_k, top_p, seed, rng, ...), over a Pipeline's stored defaults. With every label
+    (cfg, temperature, top_k, top_p, seed, rng, ...), over a Pipeline's stored defaults. With every row
     unconditional, guidance is switched off (its two halves would be the same model)."""
-    _, generator, defaults = _parts(model)
+    _, conditioner, generator, defaults = _parts(model)
     kwargs = {**defaults, **{k: v for k, v in sample_kwargs.items() if v is not None}}
-    if bool((plan.labels < 0).all()):
+    if bool(conditioner.is_null(plan.cond).all()):
         kwargs["cfg"] = 1.0
-    return generate(generator, plan.labels, force=plan.force, **kwargs)
+    return generate(generator, conditioner, plan.cond, force=plan.force, **kwargs)
 
 
-def edit(model: Any, images: Tensor, mask: Tensor | None = None, labels: Any = None, *, mode: Mode = "inpaint",
+def edit(model: Any, images: Tensor, mask: Tensor | None = None, cond: Any = None, *, mode: Mode = "inpaint",
          border: int | Sequence[int] = 0, anchor: Anchor = "center", paste: Paste = "hard",
          feather: int | None = None, min_known: float = 1.0, keep_coarse: int = 3,
          cfg: float | None = None, temperature: float | None = None, top_k: int | None = None,
          top_p: float | None = None, seed: int | None = None, rng: torch.Generator | None = None,
          **sample_kwargs: Any) -> Tensor:
-    """Edit images (B, 3, H, W) in [-1, 1] with a Pipeline (or a (tokenizer, generator) pair); returns the
-    edited images (B, 3, H, W) in [-1, 1] at the model's image size.
+    """Edit images (B, 3, H, W) in [-1, 1] with a Pipeline (or a (tokenizer, conditioner, generator) triple);
+    returns the edited images (B, 3, H, W) in [-1, 1] at the model's image size.
 
-    mask: (B or 1, 1, H, W) / (B, H, W) bool, True = regenerate. labels: one class id (or -1 = unconditional,
-    the default, as VAR's in-painting) per image or one for all.
+    mask: (B or 1, 1, H, W) / (B, H, W) bool, True = regenerate. cond: what the conditioner parses (class ids
+    or names; -1 = unconditional), one per image or one for all; None (the default, as VAR's in-painting) is
+    unconditional.
     mode: "inpaint" (regenerate the mask), "outpaint" (the mask, else a `border` frame, else extend images
-    smaller than the model's size to it, placed by `anchor`), "class" (the mask, under required labels).
+    smaller than the model's size to it, placed by `anchor`), "class" (the mask, under a required condition).
     paste / feather: put kept pixels back after decoding (see `paste_known`; feather defaults to the width of
     one finest-grid token). min_known / keep_coarse: the pixel -> token rule (`pixel_mask_to_token_mask`).
     cfg, temperature, top_k, top_p, seed, rng and other `argen.generate` kwargs: sampling (None = the
     Pipeline's defaults).
     """
-    tokenizer, generator, _ = _parts(model)
-    plan = plan_edit(model, images, mask, labels, mode=mode, border=border, anchor=anchor, min_known=min_known,
+    tokenizer, _, generator, _ = _parts(model)
+    plan = plan_edit(model, images, mask, cond, mode=mode, border=border, anchor=anchor, min_known=min_known,
                      keep_coarse=keep_coarse)
     tokens = edit_tokens(model, plan, cfg=cfg, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                          rng=rng, **sample_kwargs)

@@ -1,9 +1,11 @@
 """Classifier-free guidance (Ho & Salimans, https://arxiv.org/abs/2207.12598), once for every paradigm.
 
-The batch is doubled to rows [cond; uncond] (LlamaGen's and VAR's order), the network runs once on 2B
-rows, and the head combines the halves in its own space; for logits that is u + s * (c - u). The guidance
-scale s can follow a schedule over the decoding steps. s = 1 means no guidance, and `combine` then returns
-the conditional half unchanged (bit-exact).
+The batch is doubled to rows [cond; uncond] (LlamaGen's and VAR's order; the uncond rows are the
+conditioner's `null`), the network runs once on 2B rows, and the sampling loop hands the step's scale to the
+head, which combines the halves in its own space: for logits u + s * (c - u) (`combine`), for a diffusion head
+the same on its noise predictions inside its denoising loop. The guidance scale s can follow a schedule over
+the decoding steps. s = 1 means no guidance, and `combine` then returns the conditional half unchanged
+(bit-exact).
 
 Schedules (`progress` is the fraction of the output already generated before this step, in [0, 1)):
   constant      s = cfg (LlamaGen)
@@ -14,18 +16,12 @@ Schedules (`progress` is the fraction of the output already generated before thi
 """
 from __future__ import annotations
 
-from typing import Literal
-
-import torch
 from torch import Tensor
 
-from ..types import Cond
-
-Schedule = Literal["constant", "linear", "linear_scale", "interval"]
-SCHEDULES: tuple[str, ...] = ("constant", "linear", "linear_scale", "interval")
+from ..types import CFG_SCHEDULES, CfgSchedule
 
 
-def guidance_scale(cfg: float, schedule: Schedule = "constant", *, step: int = 0, num_steps: int = 1,
+def guidance_scale(cfg: float, schedule: CfgSchedule = "constant", *, step: int = 0, num_steps: int = 1,
                    progress: float | None = None, interval: tuple[float, float] = (0.0, 1.0)) -> float:
     """The guidance scale s at decoding step `step` of `num_steps`."""
     if progress is None:
@@ -39,14 +35,7 @@ def guidance_scale(cfg: float, schedule: Schedule = "constant", *, step: int = 0
     if schedule == "interval":
         lo, hi = interval
         return cfg if lo <= progress <= hi else 1.0
-    raise ValueError(f"unknown cfg schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
-
-
-def double(cond: Cond, uncond: Cond) -> Cond:
-    """Stack [cond; uncond] along the batch (2B rows); fields absent in `cond` stay absent."""
-    cat = lambda a, b: None if a is None else torch.cat([a, b])  # noqa: E731
-    return Cond(cat(cond.labels, uncond.labels), cat(cond.text, uncond.text),
-                cat(cond.text_mask, uncond.text_mask), cat(cond.image, uncond.image))
+    raise ValueError(f"unknown cfg schedule {schedule!r}; choose one of {', '.join(CFG_SCHEDULES)}")
 
 
 def combine(out: Tensor, scale: float) -> Tensor:

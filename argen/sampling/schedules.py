@@ -5,9 +5,10 @@ Guidance-scale schedules live in guidance.py.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 MaskSchedule = Literal["cosine", "linear", "square", "sqrt", "exp"]
+MASK_SCHEDULES: tuple[str, ...] = get_args(MaskSchedule)
 
 
 def mask_ratio(t: float, kind: MaskSchedule = "cosine") -> float:
@@ -23,7 +24,7 @@ def mask_ratio(t: float, kind: MaskSchedule = "cosine") -> float:
         return 1.0 - math.sqrt(t)
     if kind == "exp":  # fast early decay, normalised to hit 0 at t=1
         return (math.exp(-5 * t) - math.exp(-5)) / (1 - math.exp(-5))
-    raise ValueError(f"unknown mask schedule {kind!r}; choose cosine, linear, square, sqrt or exp")
+    raise ValueError(f"unknown mask schedule {kind!r}; choose one of {', '.join(MASK_SCHEDULES)}")
 
 
 def tokens_per_step(total: int, num_steps: int, kind: MaskSchedule = "cosine") -> list[int]:

@@ -40,6 +40,21 @@ class TokenizerConfig(Config):
         """Pixels per token side (16 for an f16 tokenizer, 1 for the pixel tokenizer)."""
         raise NotImplementedError
 
+    def resized(self, resolution: int) -> "TokenizerConfig":
+        """The same network for images of `resolution` pixels: `resolution` becomes the config's (the one
+        record of the training size), and conv attention stays at the same levels (taming counts
+        `net.attn_resolutions` in feature-map pixels from the nominal resolution, so they scale with it)."""
+        net = getattr(self, "net", None)
+        attn = getattr(net, "attn_resolutions", None)
+        if not attn or resolution == self.resolution:
+            return self.replace(resolution=resolution)
+        if any(a * resolution % self.resolution for a in attn):
+            raise ValueError(f"resolution {resolution} cannot keep attention at the levels of {self.resolution} px "
+                             f"(attn_resolutions {tuple(attn)}); use a size that scales them to whole pixels, e.g. "
+                             f"a multiple of {self.resolution}")
+        return self.replace(resolution=resolution,
+                            net=net.replace(attn_resolutions=tuple(a * resolution // self.resolution for a in attn)))
+
 
 def token_shape(layout: TokenLayout, batch_size: int) -> tuple[int, ...]:
     """The shape of a token tensor for `layout` (the one rule generators and tokenizers share)."""

@@ -6,12 +6,15 @@ Standard library only (http.server), so `argen web runs/demo/generator` works wh
     server.serve_forever()
 
 Routes: `GET /` the page; `GET /api/info` pipeline facts as JSON; `GET /api/sample?label=3&n=8&seed=0&cfg=2
-&top_k=0&top_p=1&temperature=1` a PNG grid. The app calls only `pipeline(labels, **options)`.
+&top_k=0&top_p=1&temperature=1` a PNG grid. Every parameter is checked (a number, finite, in range); a bad one
+gets a 400 whose text says which and what is allowed, and the page shows it. The app calls only
+`pipeline(cond, **options)`, with the conditions parsed by the pipeline's conditioner.
 """
 from __future__ import annotations
 
 import html
 import io
+import math
 import json
 import threading
 from http import HTTPStatus
@@ -24,14 +27,15 @@ import torch
 from ..imageio import make_grid
 
 MAX_IMAGES = 64
+MAX_SEED = 2**63 - 1
 
 # Query parameters: name -> (type, default, min, max). None bounds = unbounded.
 _PARAMS: dict[str, tuple[type, Any, float | None, float | None]] = {
     "label": (int, -1, -1, None),
     "n": (int, 8, 1, MAX_IMAGES),
-    "seed": (int, 0, 0, None),
+    "seed": (int, 0, 0, MAX_SEED),
     "cfg": (float, None, 0.0, 50.0),
-    "top_k": (int, None, 0, None),
+    "top_k": (int, None, 0, 1 << 31),
     "top_p": (float, None, 1e-6, 1.0),
     "temperature": (float, None, 0.0, 10.0),
 }
@@ -55,12 +59,17 @@ def parse_query(query: str, num_classes: int) -> dict[str, Any]:
         try:
             value = tp(raw[name])
         except ValueError:
-            raise RequestError(f"{name}={raw[name]!r} is not a valid {tp.__name__}") from None
+            kind = "whole number" if tp is int else "number"
+            raise RequestError(f"{name}={raw[name]!r} is not a {kind}") from None
+        if tp is float and not math.isfinite(value):
+            raise RequestError(f"{name}={raw[name]!r} must be a finite number in [{lo}, {hi}]")
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise RequestError(f"{name}={value} is out of range [{lo}, {'inf' if hi is None else hi}]")
         out[name] = value
     if out["label"] >= num_classes:
         raise RequestError(f"label={out['label']} but the pipeline has {num_classes} classes (use -1 for unconditional)")
+    if out["temperature"] is not None and 0 < out["temperature"] < 1e-6:
+        raise RequestError(f"temperature={out['temperature']} is too small to sample from; use 0 (greedy) or >= 1e-6")
     return out
 
 
@@ -69,9 +78,9 @@ def sample_png(pipeline, params: dict[str, Any], lock: threading.Lock) -> bytes:
     from PIL import Image
 
     options = {k: params[k] for k in ("cfg", "top_k", "top_p", "temperature") if params[k] is not None}
-    labels = [params["label"]] * params["n"]
+    cond = pipeline.conditioner.parse([params["label"]] * params["n"])
     with lock, torch.inference_mode():  # one sampling run at a time: the model and its caches are shared
-        images = pipeline(labels, seed=params["seed"], **options)
+        images = pipeline(cond, seed=params["seed"], **options)
     grid = make_grid(images, nrow=min(8, params["n"]))  # uint8 (H, W, 3)
     buf = io.BytesIO()
     Image.fromarray(grid).save(buf, format="PNG")
@@ -79,10 +88,10 @@ def sample_png(pipeline, params: dict[str, Any], lock: threading.Lock) -> bytes:
 
 
 def info(pipeline) -> dict[str, Any]:
-    gen = pipeline.generator
-    return {"generator": type(gen).config_class.kind, "tokenizer": type(pipeline.tokenizer).config_class.kind,
-            "num_classes": gen.config.num_classes, "class_names": list(pipeline.config.class_names),
-            "defaults": pipeline.config.sample_defaults}
+    cond = pipeline.conditioner.describe()
+    return {"generator": type(pipeline.generator.config).kind, "tokenizer": type(pipeline.tokenizer.config).kind,
+            "conditioner": cond, "num_classes": cond.get("num_classes", 0), "class_names": cond.get("class_names", []),
+            "defaults": pipeline.sample_defaults()}
 
 
 def _page(pipeline) -> str:
@@ -119,7 +128,7 @@ def make_server(pipeline, host: str = "127.0.0.1", port: int = 8000) -> Threadin
     """An HTTP server bound to (host, port) serving `pipeline`; port 0 picks a free port."""
     lock = threading.Lock()
     page = _page(pipeline).encode()
-    num_classes = pipeline.generator.config.num_classes
+    num_classes = info(pipeline)["num_classes"]
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:  # the library never prints
@@ -146,5 +155,11 @@ def make_server(pipeline, host: str = "127.0.0.1", port: int = 8000) -> Threadin
                     self._send(HTTPStatus.NOT_FOUND, b"not found; routes: /, /api/info, /api/sample", "text/plain")
             except RequestError as e:
                 self._send(HTTPStatus.BAD_REQUEST, str(e).encode(), "text/plain; charset=utf-8")
+            except (ValueError, RuntimeError) as e:  # a request the model cannot serve: say why, keep serving
+                self._send(HTTPStatus.INTERNAL_SERVER_ERROR, f"sampling failed: {e}".encode(), "text/plain; charset=utf-8")
 
-    return ThreadingHTTPServer((host, port), Handler)
+    try:
+        return ThreadingHTTPServer((host, port), Handler)
+    except OSError as e:
+        raise OSError(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port or stop the "
+                      "process that uses it") from None

@@ -22,7 +22,7 @@ def test_train_resume_sample_round_trip(tmp_path, capsys):
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 6 and "bits_per_token" in log[-1]["metrics"]
     pipe = argen.Pipeline.load(tmp_path / "run" / "pipeline")
-    assert pipe.generator.config.depth == 1 and pipe.config.class_names[7] == "Sneaker"
+    assert pipe.generator.config.depth == 1 and pipe.conditioner.config.class_names[7] == "Sneaker"
 
     capsys.readouterr()
     assert main(["sample", str(tmp_path / "run"), "--labels", "0,sneaker,-1", "--seed", "0", "--cfg", "2", "--top-k", "10",

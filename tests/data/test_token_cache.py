@@ -42,9 +42,9 @@ def test_round_trip(tmp_path):
     assert len(cached) == 10 and cached.classes == ["a", "b", "c"] and cached.num_classes == 3
     assert cached.captions == ds.captions and cached.meta["dtype"] == "int32"
     for i in (0, 5, 9):
-        tokens, label = cached[i]
+        tokens, cond = cached[i]
         assert tokens.dtype == torch.int64 and torch.equal(tokens, enc(ds[i][0][None])[0])
-        assert label == ds[i][1]
+        assert cond == {"labels": ds[i][1]}  # conditioning fields by their Cond names
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]  # staging directory cleaned up
 
 

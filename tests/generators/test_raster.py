@@ -7,96 +7,96 @@ from argen.errors import ConfigError
 from argen.generators.raster import RasterConfig, RasterGenerator
 from argen.presets import get_config
 from argen.sampling import Force, generate
-from argen.sampling.guidance import double
-from argen.types import Cond, SampleOptions, TokenLayout
+from argen.types import TokenLayout
+from gen_helpers import class_conditioner, embed, perturb, teacher_forced
 
 
-def tiny(**kw) -> RasterGenerator:
+def tiny(**kw):
     torch.manual_seed(0)
-    cfg = RasterConfig(vocab_size=40, num_classes=5, scales=((3, 4),), dim=32, depth=2, num_heads=4,
-                       embed_dropout=0.0, resid_dropout=0.0, ffn_dropout=0.0, **kw)
+    cfg = RasterConfig(vocab_size=40, scales=((3, 4),), dim=32, depth=2, num_heads=4, embed_dropout=0.0,
+                       resid_dropout=0.0, ffn_dropout=0.0, **kw)
     g = RasterGenerator(cfg)
-    with torch.no_grad():
-        for p in g.parameters():  # break the zero-initialised head so logits carry information
-            p.add_(torch.randn_like(p) * 0.2)
-    return g.eval()
+    perturb(g)
+    return g.eval(), class_conditioner(g)
 
 
-def cached_logits(g, cond: Cond, tokens: torch.Tensor) -> torch.Tensor:
-    """Step the state machine with teacher forcing and collect every step's logits."""
-    state = g.begin(cond, batch_size=tokens.shape[0], opts=SampleOptions())
-    out = []
-    with torch.no_grad():
-        while not state.done:
-            out.append(g.predict(state))
-            g.commit(state, tokens[:, state.step:state.step + 1], torch.zeros(tokens.shape[0], 1))
-    return torch.cat(out, 1)
+def cached_logits(g, c, tokens: torch.Tensor) -> torch.Tensor:
+    """Step the sampler with teacher forcing and collect every step's logits."""
+    return torch.cat([out for _, _, out in teacher_forced(g, c, tokens)], 1)
 
 
 @pytest.mark.parametrize("prefix_rope", ["identity", "zero"])
 def test_kv_cache_logits_equal_full_forward(prefix_rope):
-    g = tiny(prefix_rope=prefix_rope)
+    g, cond = tiny(prefix_rope=prefix_rope)
     tokens = torch.randint(0, 40, (3, 12))
-    labels = torch.tensor([0, 4, -1])
+    c = embed(cond, [0, 4, -1])
     with torch.no_grad():
-        full = g(tokens, labels)  # (B, N, V)
+        full = g(tokens, c)  # (B, N, V)
     assert full.shape == (3, 12, 40)
-    assert torch.allclose(cached_logits(g, Cond(labels=labels), tokens), full, atol=1e-4)
+    assert torch.allclose(cached_logits(g, c, tokens), full, atol=1e-4)
 
 
 def test_kv_cache_logits_with_cfg_doubled_batch():
-    g = tiny()
+    g, cond = tiny()
     tokens = torch.randint(0, 40, (2, 12))
-    cond = double(Cond(labels=torch.tensor([1, 2])), Cond(labels=torch.tensor([-1, -1])))
+    c = embed(cond, [1, 2], guided=True)
     with torch.no_grad():
-        full = g(tokens.repeat(2, 1), cond.labels)
-    assert torch.allclose(cached_logits(g, cond, tokens), full, atol=1e-4)
+        full = g(tokens.repeat(2, 1), c)
+    assert torch.allclose(cached_logits(g, c, tokens), full, atol=1e-4)
     assert not torch.allclose(full[:2], full[2:], atol=1e-3)  # the halves really are conditioned differently
 
 
+def test_a_longer_prefix_shifts_every_position():
+    """The prefix length comes from the conditioning at run time (a caption has many tokens)."""
+    g, cond = tiny()
+    tokens = torch.randint(0, 40, (2, 12))
+    c = embed(cond, [1, 2])
+    two = type(c)(prefix=c.prefix.repeat(1, 2, 1), vector=c.vector)  # (B, 2, C)
+    with torch.no_grad():
+        full = g(tokens, two)
+    assert full.shape == (2, 12, 40) and not torch.allclose(full, g(tokens, c), atol=1e-3)
+    assert torch.allclose(cached_logits(g, two, tokens), full, atol=1e-4)
+
+
 def test_seeds_cfg_and_chunking():
-    g = tiny()
-    a = generate(g, [0, 1, 2], seed=0, cfg=2.0, top_k=10)
+    g, cond = tiny()
+    a = generate(g, cond, [0, 1, 2], seed=0, cfg=2.0, top_k=10)
     assert a.shape == (3, 12) and a.dtype == torch.long and int(a.max()) < 40
-    assert torch.equal(a, generate(g, [0, 1, 2], seed=0, cfg=2.0, top_k=10))
-    assert not torch.equal(a, generate(g, [0, 1, 2], seed=1, cfg=2.0, top_k=10))
-    assert not torch.equal(a, generate(g, [0, 1, 2], seed=0, cfg=1.0, top_k=10))  # guidance changes samples
-    # cfg = 1 (no guidance) == the guided code path with scale 1 at every step (doubled batch, never combined)
-    plain = generate(g, [0, 1, 2], seed=3)
-    off = generate(g, [0, 1, 2], seed=3, cfg=5.0, cfg_schedule="interval", cfg_interval=(2.0, 3.0))
-    assert torch.equal(plain, off)
-    greedy = generate(g, Cond(labels=torch.tensor([0, 1, 2])), temperature=0.0, cfg=1.5)
-    assert torch.equal(greedy, generate(g, torch.tensor([0, 1, 2]), temperature=0.0, cfg=1.5, batch_size=2))
+    assert torch.equal(a, generate(g, cond, [0, 1, 2], seed=0, cfg=2.0, top_k=10))
+    assert not torch.equal(a, generate(g, cond, [0, 1, 2], seed=1, cfg=2.0, top_k=10))
+    assert not torch.equal(a, generate(g, cond, [0, 1, 2], seed=0, cfg=1.0, top_k=10))  # guidance changes samples
+    greedy = generate(g, cond, torch.tensor([0, 1, 2]), temperature=0.0, cfg=1.5)
+    assert torch.equal(greedy, generate(g, cond, [0, 1, 2], temperature=0.0, cfg=1.5, batch_size=2))
 
 
 def test_force_keeps_known_tokens_and_conditions_on_them():
-    g = tiny()
+    g, cond = tiny()
     known = torch.randint(0, 40, (2, 12))
     mask = torch.zeros(2, 12, dtype=torch.bool)
     mask[:, :5] = True
     mask[0, 8] = True
-    out = generate(g, [1, 3], seed=0, force=Force(known, mask))
+    out = generate(g, cond, [1, 3], seed=0, force=Force(known, mask))
     assert torch.equal(out[mask], known[mask])
     # all but the last token forced + greedy: the last token is the argmax given the forced prefix
     mask = torch.ones(2, 12, dtype=torch.bool)
     mask[:, -1] = False
-    out = generate(g, [1, 3], temperature=0.0, force=(known, mask))
+    out = generate(g, cond, [1, 3], temperature=0.0, force=(known, mask))
     with torch.no_grad():
-        expected = g(known, torch.tensor([1, 3]))[:, -1].argmax(-1)
+        expected = g(known, embed(cond, [1, 3]))[:, -1].argmax(-1)
     assert torch.equal(out[:, -1], expected) and torch.equal(out[:, :-1], known[:, :-1])
 
 
 def test_tiny_model_overfits_a_handful_of_sequences():
     torch.manual_seed(0)
-    g = RasterGenerator(RasterConfig(vocab_size=32, num_classes=4, scales=((4, 4),), dim=64, depth=2, num_heads=4,
-                                     embed_dropout=0.0, resid_dropout=0.0, ffn_dropout=0.0, class_dropout=0.0))
+    g = RasterGenerator(RasterConfig(vocab_size=32, scales=((4, 4),), dim=64, depth=2, num_heads=4,
+                                     embed_dropout=0.0, resid_dropout=0.0, ffn_dropout=0.0))
+    cond = class_conditioner(g, num_classes=4)
     tokens = torch.randint(0, 32, (4, 16))
-    labels = torch.arange(4)
-    opt = torch.optim.AdamW(g.parameters(), lr=5e-3)
+    opt = torch.optim.AdamW([*g.parameters(), *cond.parameters()], lr=5e-3)
     g.train()
     first = None
     for _ in range(60):
-        out = g.loss(tokens, labels)
+        out = g.loss(tokens, embed(cond, [0, 1, 2, 3]))
         opt.zero_grad()
         out.loss.backward()
         opt.step()
@@ -105,48 +105,56 @@ def test_tiny_model_overfits_a_handful_of_sequences():
     assert out.metrics["nll"].item() < 0.3 and out.metrics["accuracy"] > 0.95
     assert abs(out.metrics["bits_per_token"].item() - out.metrics["nll"].item() / 0.6931471805599453) < 1e-5
     # and sampling with the learned model reproduces the memorised sequences greedily
-    assert torch.equal(generate(g, labels, temperature=0.0), tokens)
+    assert torch.equal(generate(g, cond, [0, 1, 2, 3], temperature=0.0), tokens)
 
 
 def test_save_load_identical_outputs(tmp_path):
-    g = tiny()
+    g, cond = tiny()
     argen.save(g, tmp_path / "gen")
     back = argen.load(tmp_path / "gen")
     assert isinstance(back, RasterGenerator) and back.config == g.config
     tokens = torch.randint(0, 40, (2, 12))
+    c = embed(cond, [0, 1])
     with torch.no_grad():
-        assert torch.equal(g(tokens, torch.tensor([0, 1])), back(tokens, torch.tensor([0, 1])))
-    assert torch.equal(generate(g, [0, 1], seed=5, cfg=2.0), generate(back, [0, 1], seed=5, cfg=2.0))
+        assert torch.equal(g(tokens, c), back(tokens, c))
+    assert torch.equal(generate(g, cond, [0, 1], seed=5, cfg=2.0), generate(back, cond, [0, 1], seed=5, cfg=2.0))
     assert not any("rope" in k for k in back.state_dict())  # tables are derived, not stored
 
 
 def test_label_handling_and_layout_check():
-    g = tiny()
+    g, cond = tiny()
     with pytest.raises(ValueError, match=r"\[0, 5\)"):
-        g.loss(torch.zeros(1, 12, dtype=torch.long), torch.tensor([5]))
+        embed(cond, [5])
     with pytest.raises(ValueError, match="LongTensor"):
-        g.loss(torch.zeros(1, 7, dtype=torch.long), torch.tensor([0]))
+        g.loss(torch.zeros(1, 7, dtype=torch.long), embed(cond, [0]))
+    with pytest.raises(TypeError, match="Conditioning"):
+        g.loss(torch.zeros(1, 12, dtype=torch.long), torch.tensor([0]))  # raw labels: embed them first
+    with pytest.raises(ValueError, match="rows"):
+        g.loss(torch.zeros(2, 12, dtype=torch.long), embed(cond, [0]))
     g.check_layout(TokenLayout(scales=((3, 4),), vocab_size=40))
     with pytest.raises(ConfigError, match="vocab_size"):
         g.check_layout(TokenLayout(scales=((3, 4),), vocab_size=64))
     with pytest.raises(ConfigError, match="grids"):
         g.check_layout(TokenLayout(scales=((4, 4),), vocab_size=40))
-    drops = g.cls_embedding.drop(torch.zeros(10000, dtype=torch.long), 0.1, torch.Generator().manual_seed(0))
-    assert 800 < int((drops == 5).sum()) < 1200  # CFG label dropout to the null id
+    drops = cond.drop(cond.parse(torch.zeros(10000, dtype=torch.long)), 0.1, torch.Generator().manual_seed(0))
+    assert 800 < int(cond.is_null(drops).sum()) < 1200  # CFG label dropout to the null class
 
 
 @pytest.mark.parametrize("name, params, tensors, head_dim", [
     ("llamagen-b", 110_888_448, 88, 64), ("llamagen-l", 342_910_976, 172, 64), ("llamagen-3b", 3_096_659_200, 172, 100)])
 def test_official_preset_sizes(name, params, tensors, head_dim):
+    """The official GPT sizes: generator + its 1000-class conditioner hold exactly LlamaGen's parameters."""
     cfg = get_config(name)
     with torch.device("meta"):
         g = registry.build(cfg)
+        cond = registry.build(registry.config_class("class")(dim=cfg.dim, num_classes=1000))
     sd = g.state_dict()
-    assert sum(p.numel() for p in g.parameters()) == params and len(sd) == tensors and cfg.head_dim == head_dim
-    assert {"cls_embedding.embedding_table.weight", "tok_embeddings.weight", "layers.0.attention.wqkv.weight",
-            "layers.0.attention.wo.weight", "layers.0.feed_forward.w1.weight", "layers.0.feed_forward.w2.weight",
-            "layers.0.feed_forward.w3.weight", "layers.0.attention_norm.weight", "layers.0.ffn_norm.weight",
-            "norm.weight", "output.weight"} <= set(sd)
+    total = sum(p.numel() for p in g.parameters()) + sum(p.numel() for p in cond.parameters())
+    assert total == params and len(sd) + 1 == tensors and cfg.head_dim == head_dim
+    assert {"tok_embeddings.weight", "layers.0.attention.wqkv.weight", "layers.0.attention.wo.weight",
+            "layers.0.feed_forward.w1.weight", "layers.0.feed_forward.w2.weight", "layers.0.feed_forward.w3.weight",
+            "layers.0.attention_norm.weight", "layers.0.ffn_norm.weight", "norm.weight", "output.weight"} <= set(sd)
+    assert set(cond.state_dict()) == {"embedding_table.weight"}
     assert cfg.prefix_rope == "zero"
 
 

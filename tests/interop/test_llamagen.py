@@ -33,7 +33,7 @@ def tiny_gpt_overrides() -> dict:
     g = SPEC["gpt"]
     side = int(g["block_size"] ** 0.5)
     return {"dim": g["dim"], "depth": g["n_layer"], "num_heads": g["n_head"], "vocab_size": g["vocab_size"],
-            "num_classes": g["num_classes"], "scales": [[side, side]]}
+            "scales": [[side, side]]}
 
 
 def tiny_gpt_config():
@@ -64,10 +64,22 @@ def tokenizer(official):
 
 
 @pytest.fixture(scope="module")
-def generator(official):
-    gen, conv = convert_gpt(official["gpt_path"], tiny_gpt_config())
+def converted(official):
+    gen, cond, conv = convert_gpt(official["gpt_path"], tiny_gpt_config())
     assert conv.container == "model" and conv.dropped == []
-    return gen
+    assert cond.num_classes == SPEC["gpt"]["num_classes"]  # read from the class table's rows
+    return gen, cond
+
+
+@pytest.fixture(scope="module")
+def generator(converted):
+    return converted[0]
+
+
+def conditioning(cond, labels: torch.Tensor, guided: bool = False):
+    from argen.sampling.loop import guided_conditioning
+
+    return guided_conditioning(cond, cond.parse(argen_labels(labels)), guided, torch.device("cpu"))
 
 
 # ----------------------------------------------------------------------------- parity
@@ -87,36 +99,42 @@ def test_vq_encode_decode_match_official(tokenizer):
         torch.testing.assert_close(images, GOLD["decode_images"].clamp(-1, 1), atol=ATOL, rtol=0)
 
 
-def test_gpt_teacher_forced_logits_and_loss_match_official(generator):
+def test_gpt_teacher_forced_logits_and_loss_match_official(converted):
+    generator, cond = converted
     labels = argen_labels(GOLD["tf_labels"])
     assert (labels == -1).any()  # the null class is exercised
     with torch.no_grad():
-        logits = generator(GOLD["tf_ids"], labels)
+        c = conditioning(cond, GOLD["tf_labels"])
+        logits = generator(GOLD["tf_ids"], c)
         torch.testing.assert_close(logits, GOLD["tf_logits"], atol=ATOL, rtol=0)
-        loss = generator.loss(GOLD["tf_ids"], labels).loss
+        loss = generator.loss(GOLD["tf_ids"], c).loss
     torch.testing.assert_close(loss, GOLD["tf_loss"], atol=ATOL, rtol=0)
 
 
-def test_gpt_guided_logits_per_step_match_official(generator):
-    """Drive the state machine with the official tokens: every step's CFG-combined logits agree."""
-    from argen.sampling.guidance import double
-    from argen.types import Cond, SampleOptions
+def test_gpt_guided_logits_per_step_match_official(converted):
+    """Drive the raster sampler with the official tokens: every step's CFG-combined logits agree."""
+    from argen.sampling.loop import resolve_options
+    from argen.sampling.samplers import sampler_for
 
-    labels, ids = GOLD["sample_labels"], GOLD["sample_ids_cfg"]
-    cond = Cond(labels=labels)
+    generator, cond = converted
+    ids = GOLD["sample_ids_cfg"]
+    opts, dec = resolve_options(generator, cfg=SPEC["cfg"])
+    sampler = sampler_for(generator)(generator, opts, dec)
+    rng = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        state = generator.begin(double(cond, generator.null_cond(cond)), batch_size=2, opts=SampleOptions(cfg=4.0))
+        state = sampler.begin(conditioning(cond, GOLD["sample_labels"], guided=True), 2, rng)
         steps = []
         while not state.done:
-            steps.append(generator.head.guide(generator.predict(state), SPEC["cfg"])[:, -1])
+            steps.append(generator.head.guide(sampler.predict(state, rng), SPEC["cfg"], True)[:, -1])
             t = state.step
-            generator.commit(state, ids[:, t:t + 1], torch.zeros(2, 1))
+            sampler.commit(state, ids[:, t:t + 1], torch.zeros(2, 1), rng=rng, cfg_scale=SPEC["cfg"])
     torch.testing.assert_close(torch.stack(steps, 1), GOLD["sample_logits_cfg"], atol=ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("name,cfg", [("cfg", SPEC["cfg"]), ("nocfg", 1.0)])
-def test_greedy_generate_matches_official(generator, name, cfg):
-    ids = argen.generate(generator, GOLD["sample_labels"], cfg=cfg, top_k=1, seed=0)
+def test_greedy_generate_matches_official(converted, name, cfg):
+    generator, cond = converted
+    ids = argen.generate(generator, cond, GOLD["sample_labels"], cfg=cfg, top_k=1, seed=0)
     assert torch.equal(ids, GOLD[f"sample_ids_{name}"])
 
 
@@ -130,7 +148,8 @@ def test_gpt_containers_are_unwrapped(official, tmp_path, wrap):
            "ddp_prefix": {"model": {f"module.{k}": v for k, v in sd.items()}},
            "compiled": {f"_orig_mod.{k}": v for k, v in sd.items()}}[wrap]
     torch.save(obj, tmp_path / "gpt.pt")
-    gen, conv = convert_gpt(tmp_path / "gpt.pt", tiny_gpt_config())
+    gen, cond, conv = convert_gpt(tmp_path / "gpt.pt", tiny_gpt_config())
+    torch.testing.assert_close(cond.embedding_table.weight, sd["cls_embedding.embedding_table.weight"], atol=0, rtol=0)
     assert conv.container == {"module": "module", "state_dict": "state_dict"}.get(wrap, "model" if wrap == "ddp_prefix" else "<raw>")
     torch.testing.assert_close(gen.output.weight, sd["output.weight"], atol=0, rtol=0)
 
@@ -140,7 +159,7 @@ def test_non_state_entries_are_dropped_by_name_and_reported(official):
     sd["freqs_cis"] = torch.zeros(17, 16, 2)
     sd["layers.0.attention.kv_cache.k_cache"] = torch.zeros(4, 2, 24, 32)
     sd["layers.0.attention.kv_cache.v_cache"] = torch.zeros(4, 2, 24, 32)
-    gen, conv = convert_gpt({"model": sd}, tiny_gpt_config())
+    _, _, conv = convert_gpt({"model": sd}, tiny_gpt_config())
     assert sorted(conv.dropped) == ["freqs_cis", "layers.0.attention.kv_cache.k_cache",
                                     "layers.0.attention.kv_cache.v_cache"]
 
@@ -160,7 +179,7 @@ def test_state_dict_missing_entries_names_them(official):
     with pytest.raises(CheckpointError, match="4 missing from the file: ") as e:
         convert_gpt({"model": sd}, tiny_gpt_config())
     for key in ("layers.1.feed_forward.w1.weight", "layers.1.feed_forward.w2.weight", "norm.weight"):
-        assert key in str(e.value)
+        assert f"generator.{key}" in str(e.value)  # argen's name: the generator part of the pipeline
 
 
 def test_renamed_key_is_reported_with_both_names(official):
@@ -169,7 +188,7 @@ def test_renamed_key_is_reported_with_both_names(official):
     with pytest.raises(CheckpointError) as e:
         convert_gpt({"model": sd}, tiny_gpt_config())
     msg = str(e.value)
-    assert "1 missing from the file: layers.1.attention.wo.weight" in msg
+    assert "1 missing from the file: generator.layers.1.attention.wo.weight" in msg
     assert "1 unexpected in the file: layers.1.attention.w_o.weight" in msg
 
 
@@ -236,14 +255,15 @@ def test_vq_config_is_read_from_shapes():
 def test_full_size_official_shapes_fit_argen_presets():
     """Every key and shape of the real vq_ds16_c2i.pt and c2i_B_256.pt maps onto argen (no weights needed)."""
     from argen import registry
-    from argen.interop.llamagen import GPT_NON_STATE, VQ_FRESH, VQ_NON_STATE, vq_rules
+    from argen.interop.llamagen import GPT_NON_STATE, GPT_RULES, VQ_FRESH, VQ_NON_STATE, vq_rules
 
     shapes = json.loads((FIX / "shapes_full.json").read_text())
     with torch.device("meta"):  # shapes only: no memory, no init cost
         tok = registry.build(get_config("vq-f16-c16384"))
-        gen = registry.build(get_config("llamagen-b"))
+        gen = torch.nn.ModuleDict({"generator": registry.build(get_config("llamagen-b")), "conditioner": registry.build(
+            registry.config_class("class")(dim=768, num_classes=1000))})
     for model, table, non_state, rules, fresh in ((tok, shapes["vq_ds16_c2i"], VQ_NON_STATE, vq_rules(5), VQ_FRESH),
-                                                  (gen, shapes["c2i_B_256"], GPT_NON_STATE, [], ())):
+                                                  (gen, shapes["c2i_B_256"], GPT_NON_STATE, GPT_RULES, ())):
         state, _ = common.drop({k: torch.empty(v, device="meta") for k, v in table.items()}, non_state)
         conv = common.rename(state, rules)
         own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -284,14 +304,14 @@ def test_cli_convert_then_load_reproduces_official(converted_dir, capsys):
         assert ids.dtype == torch.long and torch.equal(ids, GOLD["vq_ids"])
         torch.testing.assert_close(pipe.tokenizer.decode(GOLD["decode_ids"]), GOLD["decode_images"].clamp(-1, 1),
                                    atol=ATOL, rtol=0)
-        loss = pipe.generator.loss(GOLD["tf_ids"], argen_labels(GOLD["tf_labels"])).loss
+        loss = pipe.generator.loss(GOLD["tf_ids"], conditioning(pipe.conditioner, GOLD["tf_labels"])).loss
         torch.testing.assert_close(loss, GOLD["tf_loss"], atol=ATOL, rtol=0)
-    ids = argen.generate(pipe.generator, GOLD["sample_labels"], cfg=SPEC["cfg"], top_k=1, seed=0)
+    ids = argen.generate(pipe.generator, pipe.conditioner, GOLD["sample_labels"], cfg=SPEC["cfg"], top_k=1, seed=0)
     assert torch.equal(ids, GOLD["sample_ids_cfg"])
     # the pipeline's own call: same greedy tokens, decoded and clamped
     images = pipe(GOLD["sample_labels"], cfg=SPEC["cfg"], top_k=1, seed=0)
     torch.testing.assert_close(images, GOLD["sample_images_cfg"].clamp(-1, 1), atol=ATOL, rtol=0)
-    assert pipe.config.cfg == 4.0 and pipe.config.top_k == 2000  # the official demo's sampling defaults
+    assert pipe.config.sampling.cfg == 4.0 and pipe.config.sampling.top_k == 2000  # the official demo's defaults
 
 
 def test_cli_convert_prints_report(official, tmp_path, capsys):

@@ -13,8 +13,9 @@ from safetensors.torch import load_file
 import argen
 from argen.errors import CheckpointError
 from argen.interop import var as iv
-from argen.sampling import double, guidance_scale
-from argen.types import Cond, SampleOptions
+from argen.sampling import guidance_scale
+from argen.sampling.loop import guided_conditioning, resolve_options
+from argen.sampling.samplers import sampler_for
 from seeded_weights import seeded_state_dict
 
 FIX = Path(__file__).parent.parent / "fixtures" / "var"
@@ -51,13 +52,20 @@ def converted():
     return {name: iv.convert("vae.pth", "var.pth", vae_state=vae, var_state=var_state(name)) for name in VARIANTS}
 
 
+def conditioning(cond, labels: torch.Tensor, guided: bool = False):
+    labels = torch.where(labels >= cond.num_classes, torch.full_like(labels, -1), labels)  # official null id -> -1
+    return guided_conditioning(cond, cond.parse(labels), guided, torch.device("cpu"))
+
+
 def test_config_read_from_weights(converted):
-    tok, gen, notes = converted["shared"]
+    tok, cond, gen, notes = converted["shared"]
     assert gen.config.depth == 2 and gen.config.width == 128 and gen.config.heads == 2
-    assert gen.config.num_classes == SPEC["num_classes"] and gen.config.vocab_size == SPEC["vae"]["vocab_size"]
+    assert cond.num_classes == SPEC["num_classes"] and gen.config.vocab_size == SPEC["vae"]["vocab_size"]
+    assert cond.dim == gen.cond_dim == 128
     assert gen.config.scales == tuple((p, p) for p in SPEC["patch_nums"])
     assert gen.config.shared_adaln and gen.config.qk_norm
-    assert not converted["nol2"][1].config.qk_norm and not converted["perblock"][1].config.shared_adaln
+    assert not converted["nol2"][2].config.qk_norm and not converted["perblock"][2].config.shared_adaln
+    assert gen.quantizer is tok.quantizer  # bound: one codebook, the tokenizer's
     assert tok.config.net.ch == SPEC["vae"]["ch"] and tok.config.resolution == SPEC["image_size"]
     assert tok.config.quantizer.phi_indices == (0, 1, 2, 3)
     assert any("checked and dropped 4 buffers" in n for n in notes)
@@ -77,11 +85,11 @@ def test_tokenizer_matches_official(converted):
 
 @pytest.mark.parametrize("name", VARIANTS)
 def test_teacher_forced_logits_and_loss(converted, name):
-    _, gen, _ = converted[name]
-    labels = GOLD[f"{name}/tf_labels"]
+    _, cond, gen, _ = converted[name]
     with torch.no_grad():
-        torch.testing.assert_close(gen(GOLD["ids"], labels), GOLD[f"{name}/tf_logits"], atol=ATOL, rtol=0)
-        out = gen.loss(GOLD["ids"], labels)
+        c = conditioning(cond, GOLD[f"{name}/tf_labels"])
+        torch.testing.assert_close(gen(GOLD["ids"], c), GOLD[f"{name}/tf_logits"], atol=ATOL, rtol=0)
+        out = gen.loss(GOLD["ids"], c)
     torch.testing.assert_close(out.loss, GOLD[f"{name}/tf_loss"], atol=1e-5, rtol=0)
     per_scale = torch.stack([out.metrics[f"nll_scale{k}"] for k in range(len(SPEC["patch_nums"]))])
     torch.testing.assert_close(per_scale, GOLD[f"{name}/tf_loss_per_scale"], atol=1e-5, rtol=0)
@@ -89,9 +97,9 @@ def test_teacher_forced_logits_and_loss(converted, name):
 
 @pytest.mark.parametrize("name", VARIANTS)
 def test_greedy_cfg_samples_match_official(converted, name):
-    tok, gen, _ = converted[name]
+    tok, cond, gen, _ = converted[name]
     labels = GOLD[f"{name}/sample_labels"]
-    tokens = argen.generate(gen, labels, cfg=1 + VAR_CFG, cfg_schedule="linear_scale", temperature=0)
+    tokens = argen.generate(gen, cond, labels, cfg=1 + VAR_CFG, cfg_schedule="linear_scale", temperature=0)
     assert torch.equal(tokens, GOLD[f"{name}/sample_ids"])
     with torch.no_grad():
         torch.testing.assert_close(tok.quantizer.ids_to_fhat(tokens), GOLD[f"{name}/sample_fhat"], atol=1e-5, rtol=0)
@@ -100,20 +108,21 @@ def test_greedy_cfg_samples_match_official(converted, name):
 
 
 def test_guided_logits_per_scale_match_official(converted):
-    """Drive the state machine by hand: VAR's t = cfg * k / (S - 1) is argen's linear_scale with cfg + 1."""
-    _, gen, _ = converted["perblock"]
+    """Drive the sampler by hand: VAR's t = cfg * k / (S - 1) is argen's linear_scale with cfg + 1."""
+    _, cond, gen, _ = converted["perblock"]
     labels = GOLD["perblock/sample_labels"]
-    cond = Cond(labels=labels)
-    opts = SampleOptions(cfg=1 + VAR_CFG, cfg_schedule="linear_scale", temperature=0)
+    opts, dec = resolve_options(gen, cfg=1 + VAR_CFG, cfg_schedule="linear_scale", temperature=0)
+    sampler = sampler_for(gen)(gen, opts, dec)
+    rng = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        state = gen.begin(double(cond, gen.null_cond(cond)), batch_size=len(labels), opts=opts)
+        state = sampler.begin(conditioning(cond, labels, guided=True), len(labels), rng)
         while not state.done:
             a, b = gen.config.bounds[state.step]
             s = guidance_scale(opts.cfg, opts.cfg_schedule, step=state.step, num_steps=state.num_steps)
-            guided = gen.head.guide(gen.predict(state), s)
+            guided = gen.head.guide(sampler.predict(state, rng), s, True)
             torch.testing.assert_close(guided, GOLD["perblock/sample_logits"][:, a:b], atol=ATOL, rtol=0)
             tokens, scores = gen.head.sample(guided, opts)
-            gen.commit(state, tokens, scores)
+            sampler.commit(state, tokens, scores, rng=rng, cfg_scale=s)
 
 
 def test_buffers_are_checked_not_ignored():
@@ -138,7 +147,7 @@ def test_strict_key_report_names_official_keys():
         iv.convert("vae.pth", "var.pth", vae_state=vae, var_state=extra)
     missing = var_state("perblock")
     del missing["blocks.1.attn.q_bias"]
-    with pytest.raises(CheckpointError, match="missing from the file: blocks.1.attention.q_bias"):
+    with pytest.raises(CheckpointError, match="missing from the file: generator.blocks.1.attention.q_bias"):
         iv.convert("vae.pth", "var.pth", vae_state=vae, var_state=missing)
     with pytest.raises(CheckpointError, match="not a VAR transformer"):
         iv._read(_save_tmp(vae), "var")
@@ -161,7 +170,7 @@ def test_cli_convert_writes_a_loadable_pipeline(tmp_path, capsys):
                "--out", str(tmp_path / "pipe")])
     assert rc == 0 and "checked and dropped 4 buffers" in capsys.readouterr().out
     pipe = argen.load(tmp_path / "pipe")
-    assert pipe.config.cfg_schedule == "linear_scale" and pipe.config.top_k == 900
+    assert pipe.config.sampling.cfg_schedule == "linear_scale" and pipe.config.sampling.top_k == 900
     labels = GOLD["perblock/sample_labels"]
     tokens = pipe.sample_tokens(labels, cfg=1 + VAR_CFG, temperature=0, top_k=0, top_p=1.0)
     assert torch.equal(tokens, GOLD["perblock/sample_ids"])

@@ -11,19 +11,26 @@ def test_packed_linear_matches_plain_and_is_released():
     x = torch.randn(3, 5, 1024)
     with torch.no_grad():
         plain = net(x)
-    with torch.inference_mode(), packed_linears(net, rows=15) as active:
+    with torch.inference_mode(), packed_linears(net, rows=15) as active:  # off unless asked for
+        assert active is False and net[0]._packed is None
+    with torch.inference_mode(), packed_linears(net, rows=15, enabled=True) as active:
         assert active == _ops_available()
         if active:
             assert net[0]._packed is not None and net[1]._packed is None
         fast = net(x)
     assert torch.allclose(fast, plain, atol=1e-4)
     assert net[0]._packed is None  # copies dropped after the block
-    with packed_linears(net, rows=2) as active:  # with autograd on, the plain path runs (and gets grads)
+    with packed_linears(net, rows=2, enabled=True) as active:  # with autograd on, the plain path runs (and gets grads)
         y = net(x).sum()
     y.backward()
     assert net[0].weight.grad is not None
     with packed_linears(net, rows=2, enabled=False) as active:
         assert active is False
+    try:
+        with packed_linears(net, rows=2, enabled=None):  # no "automatic" mode: it must be an explicit choice
+            raise AssertionError("enabled=None was accepted")
+    except ValueError as e:
+        assert "True or False" in str(e)
 
 
 def test_rms_norm_fused_path_equals_formula():

@@ -14,7 +14,9 @@ from argen.pipeline import PipelineConfig
 from argen.presets import get_config, list_presets
 from argen.sampling.editing import (border_mask, box_mask, edit, edit_tokens, extend_canvas, paste_known,
                                     pixel_mask_to_token_mask, plan_edit)
-from argen.types import Cond, SampleOptions, TokenLayout
+from argen.sampling.loop import guided_conditioning, resolve_options
+from argen.sampling.samplers import Force, sampler_for
+from argen.types import TokenLayout
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
@@ -38,9 +40,7 @@ def _build(name: str, seed: int = 0):
         cfg = cfg.replace(tokenizer=cfg.tokenizer.replace(resolution=8 * f),
                           generator=cfg.generator.replace(scales=((8, 8),)))
     torch.manual_seed(seed)
-    pipe = registry.build(cfg).eval()
-    pipe.generator.bind_tokenizer(pipe.tokenizer)
-    return pipe
+    return registry.build(cfg).eval()
 
 
 KINDS = registry.names(GeneratorConfig)
@@ -231,7 +231,7 @@ def test_edit_errors_say_how_to_fix():
         plan_edit(pipe, x, mode="outpaint")
     with pytest.raises(ValueError, match="resize them"):
         plan_edit(pipe, x[..., :16, :16], m[..., :16, :16])
-    with pytest.raises(ValueError, match="one label per image"):
+    with pytest.raises(ValueError, match="one per image"):
         plan_edit(pipe, x.expand(3, -1, -1, -1), m, [1, 2])
     with pytest.raises(ValueError, match="mode must be"):
         plan_edit(pipe, x, m, mode="paint")
@@ -243,26 +243,28 @@ def test_next_scale_forced_tokens_stay_hard_under_gumbel_smoothing():
     """VAR's editing overwrites the smoothed embeddings with the reference's wherever a token is known, also
     where the sampled id happens to equal it: with every token forced, each scale's logits are teacher-forced."""
     torch.manual_seed(0)
-    gen = argen.create("var-tiny").eval()
+    pipe = argen.create("fmnist-var-tiny").eval()
+    gen, cond = pipe.generator, pipe.conditioner
     with torch.no_grad():
         gen.quantizer.embedding.weight.normal_()
-    labels = torch.tensor([1, 4])
-    tokens = argen.generate(gen, labels, temperature=0)  # greedy: the sampled ids equal the forced ones
-    opts = SampleOptions(temperature=0, gumbel=0.27)
+    tokens = argen.generate(gen, cond, [1, 4], temperature=0)  # greedy: the sampled ids equal the forced ones
+    opts, dec = resolve_options(gen, temperature=0, gumbel=0.27)
+    sampler = sampler_for(gen)(gen, opts, dec)
     rng = torch.Generator().manual_seed(0)
-    known = torch.ones_like(tokens, dtype=torch.bool)
+    force = Force(tokens, torch.ones_like(tokens, dtype=torch.bool))
     with torch.inference_mode():
-        ref = gen(tokens, labels)
-        state = gen.begin(Cond(labels=labels), batch_size=2, opts=opts)
-        gen.randomize(state, rng)
-        gen.force(state, tokens, known)
+        c = guided_conditioning(cond, cond.parse([1, 4]), False, gen.device)
+        ref = gen(tokens, c)
+        state = sampler.begin(c, 2, rng)
+        sampler.force(state, force)
         while not state.done:
             a, b = gen.config.bounds[state.step]
-            out = gen.predict(state)
+            out = sampler.predict(state, rng)
             torch.testing.assert_close(out, ref[:, a:b], atol=1e-5, rtol=0)
             sampled, scores = gen.head.sample(out, opts, rng)
-            gen.commit(state, sampled, scores)
-            gen.force(state, tokens, known)
+            sampler.commit(state, sampled, scores, rng=rng, cfg_scale=1.0)
+            assert state.soft is not None  # smoothing is on: the forced tokens must still win
+            sampler.force(state, force)
 
 
 # ----------------------------------------------------------------------------- CLI

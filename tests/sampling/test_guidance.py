@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from argen.sampling.guidance import combine, double, guidance_scale
+from argen.sampling.guidance import combine, guidance_scale
 from argen.sampling.schedules import anneal_temperature, mask_ratio, tokens_per_step
 from argen.types import Cond
 
@@ -14,9 +14,10 @@ def test_combine_is_u_plus_s_c_minus_u_and_exact_at_one():
     assert torch.allclose(combine(out, 0.0), u)
 
 
-def test_double_keeps_order_cond_then_uncond():
-    d = double(Cond(labels=torch.tensor([3, 4])), Cond(labels=torch.tensor([-1, -1])))
+def test_cfg_rows_keep_the_order_cond_then_uncond():
+    d = Cond(labels=torch.tensor([3, 4])).cat(Cond(labels=torch.tensor([-1, -1])))
     assert d.labels.tolist() == [3, 4, -1, -1] and d.text is None
+    assert d.rows(1, 3).labels.tolist() == [4, -1]
 
 
 def test_schedules():

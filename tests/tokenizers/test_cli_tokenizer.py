@@ -6,16 +6,24 @@ import torch
 
 import argen
 from argen.cli import main
-from argen.cli.tokenizer import split_overrides
+from argen.errors import ConfigError
 from argen.tokenizers.task import TokenizerTask, TokenizerTaskConfig
 from argen.train import StepContext
+from argen.train.recipes import route_overrides
 
 
-def test_split_overrides_routes_by_prefix():
-    tok, train, task = split_overrides(["quantizer.codebook_size=64", "train.lr=1e-3", "loss.disc_weight=0",
-                                        "task.flip=true"])
-    assert tok == ["quantizer.codebook_size=64"] and train == ["lr=1e-3"]
-    assert task == ["loss.disc_weight=0", "flip=true"]
+def test_overrides_route_by_prefix_the_same_way_for_every_command():
+    items = ["quantizer.codebook_size=64", "train.lr=1e-3", "loss.disc_weight=0", "task.flip=true",
+             "tokenizer.net.ch=8", "depth=3", "sampling.cfg=2"]
+    tok = route_overrides(items, "tokenizer")
+    assert tok["tokenizer"] == ["tokenizer.quantizer.codebook_size=64", "tokenizer.net.ch=8", "tokenizer.depth=3"]
+    assert tok["train"] == ["lr=1e-3"] and tok["task"] == ["loss.disc_weight=0", "flip=true"]
+    assert tok["sampling"] == ["sampling.cfg=2"]
+    gen = route_overrides(items, "generator")  # the same rule; only unprefixed keys change their owner
+    assert gen["generator"] == ["generator.quantizer.codebook_size=64", "generator.depth=3"]
+    assert gen["tokenizer"] == ["tokenizer.net.ch=8"] and gen["train"] == tok["train"] and gen["task"] == tok["task"]
+    with pytest.raises(ConfigError, match="key=value"):
+        route_overrides(["depth"], "generator")
 
 
 def test_task_phases_and_cached_discriminator_step():

@@ -38,7 +38,8 @@ def test_page_and_info(server):
     assert status == 200 and ctype.startswith("text/html") and b"<form" in body
     status, _, body = _get(srv, "/api/info")
     facts = json.loads(body)
-    assert facts["num_classes"] == pipe.generator.config.num_classes and facts["generator"] == "raster"
+    assert facts["num_classes"] == pipe.conditioner.num_classes == 10 and facts["generator"] == "raster"
+    assert facts["conditioner"]["kind"] == "class" and facts["class_names"][7] == "Sneaker"
 
 
 def test_sample_png_matches_pipeline_output(server):
@@ -54,7 +55,10 @@ def test_sample_png_matches_pipeline_output(server):
 
 
 @pytest.mark.parametrize("query, fragment", [
-    ("label=99", "classes"), ("n=0", "out of range"), ("seed=x", "not a valid int"), ("bogus=1", "unknown parameter"),
+    ("label=99", "classes"), ("n=0", "out of range"), ("seed=x", "not a whole number"), ("bogus=1", "unknown parameter"),
+    ("seed=99999999999999999999", "out of range"), ("seed=-1", "out of range"), ("cfg=nan", "finite"),
+    ("top_p=nan", "finite"), ("temperature=nan", "finite"), ("cfg=inf", "finite"), ("temperature=1e-300", "too small"),
+    ("top_k=99999999999999999999", "out of range"),
 ])
 def test_bad_queries_get_400_with_reason(server, query, fragment):
     srv, _ = server
@@ -68,3 +72,10 @@ def test_parse_query_defaults_and_bounds():
     assert q["label"] == -1 and q["n"] == 8 and q["cfg"] is None
     with pytest.raises(RequestError, match="top_p"):
         parse_query("top_p=1.5", num_classes=10)
+
+
+def test_a_busy_port_is_one_clear_error(server, capsys):
+    srv, pipe = server
+    _, port = srv.server_address[:2]
+    with pytest.raises(OSError, match="choose another --port"):
+        make_server(pipe, host="127.0.0.1", port=port)

@@ -36,14 +36,16 @@ from ...types import QuantOutput, TokenLayout
 from .base import Quantizer, QuantizerConfig, flatten_channels_last, restart_dead_codes
 from .codebook import Codebook, nearest
 
-VAR_SCALES = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 6), (8, 8), (10, 10), (13, 13), (16, 16))
+# VAR's patch_nums, written once: 256 px (10 scales, 680 tokens) and 512 px (VAR-d36, 2240 tokens).
+VAR_SCALES_256 = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 6), (8, 8), (10, 10), (13, 13), (16, 16))
+VAR_SCALES_512 = ((1, 1), (2, 2), (3, 3), (4, 4), (6, 6), (9, 9), (13, 13), (18, 18), (24, 24), (32, 32))
 
 
 @dataclass(frozen=True, kw_only=True)
 class MSVQConfig(QuantizerConfig):
     dim: int = 32
     codebook_size: int = 4096
-    scales: tuple[tuple[int, int], ...] = VAR_SCALES  # (h, w) coarse -> fine; the last is the latent grid
+    scales: tuple[tuple[int, int], ...] = VAR_SCALES_256  # (h, w) coarse -> fine; the last is the latent grid
     beta: float = 0.25
     metric: Literal["euclidean", "cosine"] = "euclidean"
     phi_sharing: int = 4  # VAR share_quant_resi: 0 = per scale, 1 = shared, n > 1 = n partially shared

@@ -1,0 +1,117 @@
+"""The LlamaGen decoder that the raster, random-order and pixel generators compose (they are siblings, none
+subclasses another): token embeddings, a `Trunk` of plain Llama blocks (RMSNorm, SwiGLU, fused-qkv attention
+without biases), the final RMSNorm, the output projection and 2-D RoPE over the token grid.
+
+Parameter names are LlamaGen's (`tok_embeddings`, `layers.{i}.attention.wqkv/wo`, `layers.{i}.feed_forward.
+w1/w2/w3`, `layers.{i}.attention_norm/ffn_norm`, `norm`, `output`), so an official `c2i_*.pt` maps one-to-one
+(its `cls_embedding` goes to the class conditioner). `prefix_rope="zero"` reproduces LlamaGen's zero RoPE rows
+for the conditioning prefix (the official presets keep it); new models leave the prefix unrotated.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from ..nn import NO_CACHE, GridRope, KVCache, Linear, NoCache, RMSNorm, Trunk, llama_hidden_dim
+from ..nn.attention import AttnMask
+from ..types import Conditioning
+from .base import GeneratorConfig
+
+_DROPOUTS = ("embed_dropout", "resid_dropout", "ffn_dropout", "attn_dropout", "drop_path")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LlamaConfig(GeneratorConfig):
+    """The decoder's shape. Defaults are GPT-B (111M parameters with 16384 codes and 1000 classes)."""
+
+    dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    ffn_hidden: int | None = None  # None: LlamaGen's rule, 2/3 * 4 * dim rounded up to a multiple of 256
+    norm_eps: float = 1e-5
+    rope: Literal["2d", "1d"] = "2d"
+    rope_base: float = 10000.0
+    prefix_rope: Literal["identity", "zero"] = "identity"
+    embed_dropout: float = 0.1
+    resid_dropout: float = 0.1
+    ffn_dropout: float = 0.1
+    attn_dropout: float = 0.0
+    drop_path: float = 0.0
+    init_std: float = 0.02
+
+    def __post_init__(self):
+        super().__post_init__()
+        if len(self.scales) != 1:
+            raise ValueError(f"a {type(self).kind or 'LlamaGen'} generator models one token grid; got scales "
+                             f"{self.scales} (use the next-scale generator for several scales)")
+        if self.dim < 1 or self.depth < 1 or self.num_heads < 1:
+            raise ValueError("dim, depth and num_heads must be positive")
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
+        if self.rope == "2d" and self.head_dim % 4:
+            raise ValueError(f"2-D RoPE needs head_dim = dim / num_heads divisible by 4, got {self.head_dim}; "
+                             "change dim or num_heads, or set rope=1d")
+        if self.rope == "1d" and self.head_dim % 2:
+            raise ValueError(f"RoPE needs an even head_dim, got {self.head_dim}")
+        if self.ffn_hidden is not None and self.ffn_hidden < 1:
+            raise ValueError(f"ffn_hidden must be positive or null (LlamaGen rule), got {self.ffn_hidden}")
+        for name in _DROPOUTS:
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.ffn_hidden or llama_hidden_dim(self.dim)
+
+    @property
+    def cond_dim(self) -> int:
+        return self.dim
+
+
+def add_llama_decoder(module: nn.Module, c: LlamaConfig, *, rope_repeat: int = 1) -> None:
+    """Give `module` the decoder's parts under LlamaGen's names (composition: the generator owns them)."""
+    module.tok_embeddings = nn.Embedding(c.vocab_size, c.dim)
+    module.tok_dropout = nn.Dropout(c.embed_dropout)
+    module.layers = Trunk(c.dim, c.depth, c.num_heads, c.hidden_dim, mlp="swiglu", norm="rms", norm_eps=c.norm_eps,
+                          attn_dropout=c.attn_dropout, resid_dropout=c.resid_dropout, ffn_dropout=c.ffn_dropout,
+                          drop_path=c.drop_path)
+    module.norm = RMSNorm(c.dim, c.norm_eps)
+    module.output = Linear(c.dim, c.vocab_size, bias=False)
+    module.rope = GridRope(c.grid, c.head_dim, base=c.rope_base, kind=c.rope, prefix_mode=c.prefix_rope,
+                           repeat=rope_repeat)
+
+
+def llama_init(module: nn.Module, std: float) -> None:
+    """LlamaGen init: N(0, std) for linears and embeddings, zero biases, unit norms, zero output head."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=std)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+    nn.init.zeros_(module.output.weight)
+
+
+def decoder_logits(module: nn.Module, x: Tensor, rope: tuple[Tensor, Tensor], mask: AttnMask,
+                   cache: KVCache | NoCache = NO_CACHE) -> Tensor:
+    """Trunk, final norm and output projection over x (R, T, C); logits (R, T, V) in fp32."""
+    return module.output(module.norm(module.layers(x, rope=rope, mask=mask, cache=cache))).float()
+
+
+def causal_logits(module: nn.Module, seq: Tensor, c: Conditioning) -> Tensor:
+    """Teacher-forced logits (B, N, V) of a sequence (B, N) after the conditioning prefix (B, P, C): position
+    P - 1 + i predicts token i. `module.embed(seq, start)` embeds sequence tokens (raster: token ids; pixel:
+    value + channel)."""
+    module._check_conditioning(c, seq.shape[0])
+    P = c.prefix.shape[1]
+    x = torch.cat([c.prefix.to(module.tok_embeddings.weight.dtype), module.embed(seq[:, :-1], 0)], dim=1)  # (B, P+N-1, C)
+    cos, sin = module.rope.table(P)
+    T = x.shape[1]
+    logits = decoder_logits(module, module.tok_dropout(x), (cos[:T], sin[:T]), "causal")  # (B, P + N - 1, V)
+    return logits[:, P - 1:]

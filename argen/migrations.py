@@ -1,0 +1,112 @@
+"""Config-version migrations: a directory written by an older argen is brought up to `CONFIG_VERSION` in
+memory when it is loaded (the files are left as they are; save again to write the current layout).
+
+A migration step `@migration(v)` turns an *assembled* version-v model into version v + 1: `meta` is the
+config.json dict whose "config" holds the whole nested config (component folders already merged), `state`
+the full state dict (component keys prefixed by the component's name). Steps never guess: anything they
+cannot carry over faithfully is refused with a CheckpointError that says what to do.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from .config import CONFIG_VERSION
+from .errors import CheckpointError
+
+Step = Callable[[dict[str, Any], dict[str, Tensor], str], tuple[dict[str, Any], dict[str, Tensor]]]
+MIGRATIONS: dict[int, Step] = {}
+
+
+def migration(version: int) -> Callable[[Step], Step]:
+    """Register the step from `version` to `version + 1`."""
+
+    def deco(fn: Step) -> Step:
+        if version in MIGRATIONS:
+            raise RuntimeError(f"two migrations from config version {version}")
+        MIGRATIONS[version] = fn
+        return fn
+
+    return deco
+
+
+def migrate(meta: dict[str, Any], state: dict[str, Tensor], source: str) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Apply every step from the saved version to CONFIG_VERSION."""
+    version = int(meta.get("version", 1))
+    if version > CONFIG_VERSION:
+        raise CheckpointError(f"{source} has config version {version}, newer than this argen ({CONFIG_VERSION}); "
+                              "upgrade argen")
+    while version < CONFIG_VERSION:
+        if version not in MIGRATIONS:
+            raise CheckpointError(f"{source} has config version {version}, which this argen cannot read "
+                                  f"(no migration from {version}); re-save it with the argen that wrote it")
+        meta, state = MIGRATIONS[version](meta, state, source)
+        version += 1
+        meta = {**meta, "version": version}
+    return meta, state
+
+
+# ----------------------------------------------------------------------------- 1 -> 2
+
+_V1_GENERATORS = ("raster", "random-order", "pixel-ar", "next-scale")
+_V1_SAMPLING = ("cfg", "cfg_schedule", "temperature", "top_k", "top_p")
+_V1_CLASS_TABLES = ("cls_embedding.embedding_table.weight", "class_emb.embedding_table.weight")
+
+
+def _generator_width(gen: dict[str, Any]) -> int:
+    if gen.get("kind") == "next-scale":
+        return int(gen["dim"]) if gen.get("dim") is not None else 64 * int(gen.get("depth", 16))
+    return int(gen.get("dim", 768))
+
+
+@migration(1)
+def _split_class_conditioning(meta, state, source):
+    """Version 2 moved class conditioning out of the generators into a conditioner, and the pipeline's
+    sampling defaults into `sampling`; next-scale generators share the tokenizer's quantizer instead of
+    holding a copy; a tokenizer's training resolution is its config's `resolution`."""
+    kind = meta["kind"]
+    if kind in _V1_GENERATORS:
+        raise CheckpointError(f"{source} is a {kind} generator saved alone by argen 0.1 (config version 1): its "
+                              "class embedding now belongs to a conditioner, which a lone generator cannot carry. "
+                              "Load it with argen 0.1 and save it as a pipeline (tokenizer + generator), which "
+                              "this argen migrates")
+    if kind != "pipeline":
+        # A tokenizer trained at another size recorded it beside its config; version 2 keeps it in the config,
+        # with the same network (conv attention at the same levels: TokenizerConfig.resized).
+        res = meta.get("extra", {}).get("train_resolution")
+        config = meta["config"]
+        if res is not None and "resolution" in config and res != config["resolution"]:
+            attn = (config.get("net") or {}).get("attn_resolutions")
+            if attn and any(a * res % config["resolution"] for a in attn):
+                return meta, state  # not expressible: keep the nominal size, as version 1 built it
+            config = {**config, "resolution": res}
+            if attn:
+                config["net"] = {**config["net"], "attn_resolutions": [a * res // meta["config"]["resolution"]
+                                                                       for a in attn]}
+            meta = {**meta, "config": config}
+        return meta, state  # otherwise tokenizers, quantizers, feature nets are unchanged
+    config = dict(meta["config"])
+    gen = dict(config.pop("generator"))
+    num_classes = gen.pop("num_classes", 1000)
+    dropout = gen.pop("class_dropout", 0.1)
+    conditioner = {"kind": "class", "dim": _generator_width(gen), "dropout": dropout, "num_classes": num_classes,
+                   "class_names": list(config.pop("class_names", []))}
+    sampling = {k: config.pop(k) for k in _V1_SAMPLING if k in config}
+    config = {"tokenizer": config.pop("tokenizer"), "conditioner": conditioner, "generator": gen,
+              "sampling": sampling, **config}
+    state = dict(state)
+    for name in _V1_CLASS_TABLES:
+        if f"generator.{name}" in state:
+            state["conditioner.embedding_table.weight"] = state.pop(f"generator.{name}")
+    if gen.get("kind") == "next-scale":  # the generator's copy of the quantizer: now the tokenizer's own
+        for key in [k for k in state if k.startswith("generator.quantizer.")]:
+            twin = "tokenizer." + key[len("generator."):]
+            copy = state.pop(key)
+            if twin in state and not torch.equal(copy, state[twin].to(copy.dtype)):
+                raise CheckpointError(f"{source}: the generator's copy of the quantizer ({key}) differs from the "
+                                      f"tokenizer's ({twin}); version 2 keeps one, so this pipeline cannot be "
+                                      "migrated without changing its samples. Re-save it with argen 0.1 after "
+                                      "re-binding the generator to the tokenizer")
+    return {**meta, "config": config}, state

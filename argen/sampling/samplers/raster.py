@@ -1,0 +1,78 @@
+"""Raster decoding (LlamaGen) and pixel-level decoding (ImageGPT): one token of a sequence per step with a
+static KV cache. The conditioning prefix is prefilled at step 0, then each step feeds the previous token,
+writes its keys/values by index and attends over the filled slots only (the last token is never fed back,
+so P + N - 1 slots suffice).
+
+The generator provides the sequence (`sequence_length`, `to_sequence` / `from_sequence`, `sequence_mask`),
+its embedding (`embed(seq, start)`), RoPE rows (`rope.table(P)`) and `logits(x, rope, mask, cache)`; pixel
+generators decode their flat sub-pixel sequence this way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ...nn import KVCache
+from ...types import Conditioning
+from .base import Force, Sampler, State, register_sampler
+
+
+@dataclass
+class RasterState(State):
+    cache: KVCache
+    prefix: Tensor  # (R, P, C) conditioning prefix, fed at step 0
+    rope: tuple[Tensor, Tensor]  # (P + N, D/2) each
+
+
+@register_sampler("raster", "pixel-ar")
+class RasterSampler(Sampler):
+    def begin(self, c: Conditioning, batch_size: int, rng: torch.Generator) -> RasterState:
+        gen = self.gen
+        rows = self._rows(c, batch_size)
+        device, n, P = gen.device, gen.sequence_length, c.prefix.shape[1]
+        cache = gen.layers.new_cache(rows, P + n - 1, dtype=gen.dtype, device=device)
+        tokens = torch.zeros(batch_size, n, dtype=torch.long, device=device)
+        known = torch.zeros(batch_size, n, dtype=torch.bool, device=device)
+        return RasterState(tokens, known, step=0, num_steps=n, rows=rows, cache=cache,
+                           prefix=c.prefix.to(gen.dtype), rope=gen.rope.table(P))
+
+    def predict(self, state: RasterState, rng: torch.Generator) -> Tensor:
+        """Logits (R, 1, V) for token `state.step`: prefill the prefix at step 0, then feed the previous token."""
+        t = state.step
+        if t == 0:
+            x, start = state.prefix, 0  # (R, P, C)
+        else:
+            x = self.gen.embed(state.tokens[:, t - 1:t], t - 1)  # (B, 1, C)
+            if state.rows != x.shape[0]:
+                x = x.repeat(state.rows // x.shape[0], 1, 1)  # (R, 1, C): same token for cond and uncond rows
+            start = state.prefix.shape[1] + t - 1
+        T = x.shape[1]
+        state.cache.prepare(start, T)
+        cos, sin = state.rope
+        return self.gen.logits(x, (cos[start:start + T], sin[start:start + T]), state.cache.attn_mask,
+                               state.cache)[:, -1:]  # (R, 1, V)
+
+    def commit(self, state: RasterState, tokens: Tensor, scores: Tensor, *, rng: torch.Generator,
+               cfg_scale: float) -> None:
+        t = state.step
+        state.tokens[:, t] = tokens[:, 0]
+        state.known[:, t] = True
+        state.step = t + 1
+
+    def force(self, state: RasterState, force: Force) -> None:
+        seq = self.gen.to_sequence(force.tokens.to(state.tokens.dtype))
+        super().force(state, Force(seq, self.gen.sequence_mask(force.mask)))
+
+    def result(self, state: RasterState) -> Tensor:
+        return self.gen.from_sequence(state.tokens)
+
+    def targets(self, state: RasterState, tokens: Tensor) -> Tensor:
+        t = state.step
+        return self.gen.to_sequence(tokens)[:, t:t + 1]
+
+    def reference(self, state: RasterState, c: Conditioning) -> Tensor:
+        seq = state.tokens.repeat(state.rows // state.batch_size, 1)  # causal: tokens >= step do not matter
+        t = state.step
+        return self.gen(self.gen.from_sequence(seq), c)[:, t:t + 1]
