@@ -57,8 +57,8 @@ def to_dict(cfg: Config) -> dict[str, Any]:
 
 
 def _plain(v: Any) -> Any:
-    if isinstance(v, Config):
-        return {"kind": type(v).kind, **to_dict(v)}
+    if isinstance(v, Config):  # registered kinds carry their name (polymorphic fields); plain groups do not
+        return {"kind": type(v).kind, **to_dict(v)} if type(v).kind else to_dict(v)
     if isinstance(v, (tuple, list)):
         return [_plain(x) for x in v]
     if isinstance(v, dict):

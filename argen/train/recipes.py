@@ -94,6 +94,14 @@ def _check_fresh_or_resume(out: Path, resume: bool) -> None:
         raise ConfigError(f"{out} already holds a training run; add --resume to continue it or choose a new --out")
 
 
+def _check_resume(saved: dict[str, Any] | None, record: dict[str, Any], keys: Sequence[str], out: Path,
+                  what: str) -> None:
+    """Refuse to resume a run whose recorded settings differ from this call's."""
+    for key in keys if saved is not None else ():
+        if saved.get(key) != record[key]:
+            raise ConfigError(f"--resume: {key} differs from the run in {out}; resume with the same {what}")
+
+
 def find_tokenizer(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     """A saved tokenizer directory and its run record (empty if `path` is a saved tokenizer itself)."""
     path = Path(path)
@@ -206,11 +214,7 @@ def train_tokenizer(preset: str | Config, *, out: str | os.PathLike, data: str =
     record = {"preset": preset if isinstance(preset, str) else type(preset).kind, "data": data,
               "overrides": list(overrides), "tokenizer": {"kind": type(tok_cfg).kind, **to_dict(tok_cfg)},
               "task": to_dict(task_cfg), "train": to_dict(train_cfg)}
-    if saved is not None:
-        for key in ("data", "tokenizer", "task"):
-            if saved.get(key) != record[key]:
-                raise ConfigError(f"--resume: {key} differs from the run in {out}; resume with the same preset, "
-                                  "data, resolution and overrides")
+    _check_resume(saved, record, ("data", "tokenizer", "task"), out, "preset, data, resolution and overrides")
     dataset = load_dataset(data, split="train", resolution=tok_cfg.resolution)
     torch.manual_seed(train_cfg.seed)  # weight init (the Trainer restores its own RNG state on resume)
     tokenizer = registry.build(tok_cfg)
@@ -425,11 +429,8 @@ def train_generator(preset: str | Config, *, out: str | os.PathLike, tokenizer: 
     record = {"preset": preset if isinstance(preset, str) else type(preset).kind, "data": data,
               "max_images": max_images, "tokenizer": tok_dir, "overrides": list(overrides),
               "pipeline": to_dict(cfg), "train": to_dict(train_cfg)}
-    if saved is not None:
-        for key in ("data", "max_images", "pipeline"):
-            if saved.get(key) != record[key]:
-                raise ConfigError(f"--resume: {key} differs from the run in {out}; resume with the same preset, "
-                                  "data, tokenizer, max_images and overrides")
+    _check_resume(saved, record, ("data", "max_images", "pipeline"), out,
+                  "preset, data, tokenizer, max_images and overrides")
 
     cache_dir = Path(cache) if cache else out / "tokens"
     log(f"encoding {len(dataset)} {data} images at {tok.config.resolution}px into the token cache {cache_dir} (once)")
