@@ -24,3 +24,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist():
+    """Skip (never download) when Fashion-MNIST is not installed, as the dataset tests do."""
+    from argen.data import fashion_mnist as fm
+
+    root = fm.find_root()
+    if root is None:
+        pytest.skip("Fashion-MNIST not installed: apt-get install dataset-fashion-mnist (scripts/setup.sh does this)")
+    return root

@@ -3,8 +3,10 @@ choice, --set, threads, the sampling options, output lines."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
+import warnings
 
 from ..types import CFG_SCHEDULES
 
@@ -96,6 +98,31 @@ def apply_threads(n: int | None) -> None:
         import torch
 
         torch.set_num_threads(n)
+
+
+def add_progress_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: on when the terminal shows it; otherwise one line per log record)")
+
+
+def resolve_progress(flag: bool | None) -> bool:
+    """--progress / --no-progress, else a bar when stderr is a terminal (logs get one line per record)."""
+    return sys.stderr.isatty() if flag is None else flag
+
+
+@contextlib.contextmanager
+def warnings_as_lines():
+    """Collect Python warnings raised inside the block and print each distinct one as a single
+    `warning: ...` line afterwards (no file/line noise, no repeats)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    seen = set()
+    for w in caught:
+        line = str(w.message).strip().splitlines()[0] if str(w.message).strip() else type(w.message).__name__
+        if line not in seen:
+            seen.add(line)
+            say(f"warning: {line}")
 
 
 def say(msg: str) -> None:

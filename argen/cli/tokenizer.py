@@ -16,8 +16,9 @@ import argparse
 from pathlib import Path
 
 from . import HelpFormatter
-from ._common import (add_device_argument, add_set_argument, add_threads_argument, apply_threads, positive_float,
-                      positive_int, resolve_device, say, seed_int)
+from ._common import (add_device_argument, add_progress_argument, add_set_argument, add_threads_argument,
+                      apply_threads, positive_float, positive_int, resolve_device, resolve_progress, say, seed_int,
+                      warnings_as_lines)
 
 COMMAND = "tokenizer"
 HELP = "train a tokenizer preset on a dataset, or evaluate a trained tokenizer (PSNR, SSIM, rFID, usage)"
@@ -37,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--seed", type=seed_int, default=None, help="seed of the run (default 0)")
     t.add_argument("--out", required=True, help="run directory: checkpoints/, tokenizer/, reconstructions.png, log.jsonl")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    t.add_argument("--progress", action="store_true", help="show a progress bar")
+    add_progress_argument(t)
     add_set_argument(t, "tokenizer")
     add_device_argument(t)
     add_threads_argument(t)
@@ -67,7 +68,8 @@ def _train(args: argparse.Namespace) -> int:
 
     train_tokenizer(args.preset, out=args.out, data=args.data, resolution=args.resolution, steps=args.steps,
                     batch_size=args.batch_size, lr=args.lr, seed=args.seed, resume=args.resume,
-                    overrides=args.overrides, progress=args.progress, device=resolve_device(args.device), log=say)
+                    overrides=args.overrides, progress=resolve_progress(args.progress),
+                    device=resolve_device(args.device), log=say)
     return 0
 
 
@@ -84,8 +86,9 @@ def _eval(args: argparse.Namespace) -> int:
     resolution = args.resolution or tokenizer.config.resolution
     out = Path(args.out) if args.out else path / f"eval-{Path(args.data).name}-{args.split}.json"
     say(f"evaluating {tok_dir} on {args.data}:{args.split} at {resolution}px, N={args.n}, features {args.features}")
-    result = evaluate_tokenizer(tokenizer, args.data, split=args.split, resolution=resolution, n=args.n,
-                                features=args.features, batch_size=args.batch_size, device=device, out=out)
+    with warnings_as_lines():
+        result = evaluate_tokenizer(tokenizer, args.data, split=args.split, resolution=resolution, n=args.n,
+                                    features=args.features, batch_size=args.batch_size, device=device, out=out)
     say(result["summary"])
     say(f"results written to {out}")
     return 0

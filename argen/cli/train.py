@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import (add_device_argument, add_set_argument, add_threads_argument, apply_threads, nonnegative_int,
-                      positive_float, positive_int, resolve_device, say, seed_int)
+from ._common import (add_device_argument, add_progress_argument, add_set_argument, add_threads_argument,
+                      apply_threads, nonnegative_int, positive_float, positive_int, resolve_device, resolve_progress,
+                      say, seed_int)
 
 COMMAND = "train"
 HELP = "train a generator (raster, random-order, next-scale, ...) on a dataset's tokens; saves a pipeline"
@@ -35,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.add_argument("--samples-per-class", type=nonnegative_int, default=4,
                    help="images per class in OUT/samples.png (0 = none)")
-    p.add_argument("--progress", action="store_true", help="show progress bars")
+    add_progress_argument(p)
     add_set_argument(p, "generator")
     add_device_argument(p)
     add_threads_argument(p)
@@ -48,5 +49,6 @@ def run(args: argparse.Namespace) -> int:
     train_generator(args.preset, out=args.out, tokenizer=args.tokenizer, data=args.data, steps=args.steps,
                     batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_images=args.max_images,
                     cache=args.cache, resume=args.resume, samples_per_class=args.samples_per_class,
-                    overrides=args.overrides, progress=args.progress, device=resolve_device(args.device), log=say)
+                    overrides=args.overrides, progress=resolve_progress(args.progress),
+                    device=resolve_device(args.device), log=say)
     return 0

@@ -67,7 +67,9 @@ def evaluate_tokenizer(tokenizer: Tokenizer, data: str, split: str = "test", res
     tokenizer = tokenizer.eval().to(device)
     resolution = resolution or tokenizer.config.resolution
     ds = load_dataset(data, split=split, resolution=resolution)
-    n = min(n, len(ds))
+    if n > len(ds):
+        raise ValueError(f"{data}:{split} holds {len(ds)} images, fewer than the {n} asked for; pass n <= {len(ds)} "
+                         "(--n) or a larger split")
     real = ds.uint8_images(n)  # (N, H, W, 3) uint8
     layout = tokenizer.layout_for(resolution, resolution)
     counter = _TokenCounter(layout.vocab_size) if layout.discrete else None

@@ -29,6 +29,7 @@ from torch import nn
 
 from ..config import Config, apply_overrides, to_dict
 from ..errors import CheckpointError, ConfigError
+from .callbacks import Callback
 
 RUN_FILE = "run.json"
 TOKENIZER_DIR = "tokenizer"
@@ -41,6 +42,35 @@ Log = Callable[[str], None]
 
 def _quiet(_: str) -> None:
     pass
+
+
+class LogLines(Callback):
+    """A Trainer callback that reports each log record as one line (step, loss, key metrics, throughput and
+    the time left), for runs without a progress bar: logs, CI, a terminal that is not a TTY."""
+
+    _KEYS = {"nll": "nll", "bits_per_token": "bits/token", "bits_per_dim": "bits/dim", "pixel": "pixel",
+             "usage": "usage", "perplexity": "perplexity", "kl": "kl"}
+
+    def __init__(self, log: Log, total: int):
+        import time
+
+        self.log, self.total, self._clock, self._start = log, total, time.monotonic, None
+
+    def on_fit_start(self, trainer) -> None:
+        self._start, self._first = self._clock(), trainer.step
+
+    def on_log(self, trainer, record: dict[str, Any]) -> None:
+        step, done = record["step"], record["step"] - self._first
+        elapsed = self._clock() - self._start
+        left = elapsed / done * (self.total - step) if done > 0 else float("nan")
+        m = record.get("metrics", {})
+        extra = " ".join(f"{name} {m[k]:.4g}" for k, name in self._KEYS.items() if isinstance(m.get(k), (int, float)))
+        self.log(f"step {step}/{self.total}: loss {record['loss']:.4g} {extra}".rstrip()
+                 + f" ({elapsed:.0f} s, ~{left:.0f} s left)")
+
+def _callbacks(log: Log, progress: bool, total: int) -> list:
+    """Progress lines through `log` unless a progress bar shows the run (and the caller wants messages)."""
+    return [] if progress or log is _quiet else [LogLines(log, total)]
 
 
 # ----------------------------------------------------------------------------- overrides
@@ -220,12 +250,13 @@ def train_tokenizer(preset: str | Config, *, out: str | os.PathLike, data: str =
     tokenizer = registry.build(tok_cfg)
     task = TokenizerTask(tokenizer, task_cfg).to(device)
     log(task.loss.perceptual_status)
-    trainer = Trainer(train_cfg, task, dataset, out, resume=resume, device=device)
+    trainer = Trainer(train_cfg, task, dataset, out, resume=resume, device=device,
+                      callbacks=_callbacks(log, train_cfg.progress, train_cfg.steps))
     atomic_write_text(out / RUN_FILE, json.dumps(record, indent=2) + "\n")
     log(f"training {record['preset']} ({sum(p.numel() for p in tokenizer.parameters()) / 1e6:.2f}M params) on "
         f"{data} at {tok_cfg.resolution}px, steps {trainer.step} -> {train_cfg.steps}, device {device}")
     records = trainer.fit()
-    if records:
+    if records and train_cfg.progress:  # without a bar, LogLines reported every record already
         m = records[-1]["metrics"]
         extra = " ".join(f"{k} {m[k]:.4g}" for k in ("pixel", "usage", "perplexity", "kl") if m.get(k) is not None)
         log(f"step {records[-1]['step']}: loss {records[-1]['loss']:.4g} {extra}")
@@ -442,7 +473,8 @@ def train_generator(preset: str | Config, *, out: str | os.PathLike, tokenizer: 
     generator = registry.build(cfg.generator)
     conditioner = registry.build(cfg.conditioner)
     generator.bind_tokenizer(tok)
-    trainer = Trainer(train_cfg, GeneratorTask(generator, conditioner), tokens, out, resume=resume, device=device)
+    trainer = Trainer(train_cfg, GeneratorTask(generator, conditioner), tokens, out, resume=resume, device=device,
+                      callbacks=_callbacks(log, train_cfg.progress, train_cfg.steps))
     atomic_write_text(out / RUN_FILE, json.dumps(record, indent=2) + "\n")
     if changes:
         log("fitted to the tokenizer/data: " + ", ".join(f"{k}={v}" for k, v in changes.items()))
@@ -450,7 +482,7 @@ def train_generator(preset: str | Config, *, out: str | os.PathLike, tokenizer: 
     log(f"training {type(cfg.generator).kind} ({params / 1e6:.2f}M params) on {len(tokens)} token sequences of "
         f"{cfg.generator.num_tokens} tokens, steps {trainer.step} -> {train_cfg.steps}, device {device}")
     records = trainer.fit()
-    if records:
+    if records and train_cfg.progress:
         m = records[-1]["metrics"]
         log(f"step {records[-1]['step']}: loss {records[-1]['loss']:.4f} nats/token, "
             f"{m.get('bits_per_token', float('nan')):.4f} bits/token")

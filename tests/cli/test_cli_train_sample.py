@@ -7,7 +7,7 @@ import argen
 from argen.cli import main
 
 
-def test_train_resume_sample_round_trip(tmp_path, capsys):
+def test_train_resume_sample_round_trip(tmp_path, capsys, fashion_mnist):
     torch.manual_seed(0)
     argen.save(argen.create("vq-tiny"), tmp_path / "tok")  # stands in for a trained tokenizer
     common = ["train", "--preset", "fmnist-raster-tiny", "--tokenizer", str(tmp_path / "tok"), "--data", "fashion-mnist",
@@ -38,7 +38,7 @@ def test_train_resume_sample_round_trip(tmp_path, capsys):
     assert main(["sample", str(tmp_path / "nothing")]) == 1
 
 
-def test_next_scale_train_adopts_a_differently_sized_tokenizer_quantizer(tmp_path):
+def test_next_scale_train_adopts_a_differently_sized_tokenizer_quantizer(tmp_path, fashion_mnist):
     torch.manual_seed(0)
     # a trained msvq tokenizer whose codebook differs from the preset's: the generator must follow it
     tok = argen.create("msvq-tiny", **{"quantizer.codebook_size": 128})

@@ -46,7 +46,7 @@ def test_task_phases_and_cached_discriminator_step():
 
 
 @pytest.mark.slow
-def test_cli_train_writes_loadable_tokenizer_and_resumes(tmp_path, capsys):
+def test_cli_train_writes_loadable_tokenizer_and_resumes(tmp_path, capsys, fashion_mnist):
     out = tmp_path / "run"
     args = ["tokenizer", "train", "--preset", "vq-tiny", "--data", "fashion-mnist", "--batch-size", "4",
             "--out", str(out), "--threads", "1", "--set", "loss.disc.ndf=8", "--set", "train.log_every=1"]
