@@ -159,7 +159,10 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str, cfg_he
     g.add_argument("--order", type=_order, default=None,
                    help="random order: the decoding order, random | raster | an integer seed (default: the model's)")
     g.add_argument("--num-steps", type=positive_int, default=None,
-                   help="random order: decoding steps (several tokens per step; default: the model's)")
+                   help="random order, masked: decoding steps (several tokens per step; default: the model's)")
+    g.add_argument("--choice-temperature", type=finite_float, default=None,
+                   help="masked: Gumbel noise on the confidence that picks which tokens to keep (MaskGIT 4.5; 0 = "
+                        "keep the most confident)")
     g.add_argument("--gumbel", type=finite_float, default=None,
                    help="next-scale: VAR's Gumbel smoothing of the next scale's inputs (0.27 is VAR's; default off)")
     g.add_argument("--prune", type=_prune, nargs="+", default=None, metavar="RATIO",
@@ -170,7 +173,8 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str, cfg_he
                         "differently from the default path; see nn/fast_linear.py)")
 
 
-_KNOBS = ("cfg", "cfg_schedule", "temperature", "top_k", "top_p", "order", "num_steps", "gumbel", "prune")
+_KNOBS = ("cfg", "cfg_schedule", "temperature", "top_k", "top_p", "order", "num_steps", "choice_temperature", "gumbel",
+          "prune")
 
 
 def sampling_overrides(args: argparse.Namespace) -> dict:

@@ -1,12 +1,13 @@
 """Generators: the paradigms as sibling networks, one file each, sharing `base.Generator`'s contract (their
 sampling processes are in `argen.sampling.samplers`). Importing this package registers every generator kind."""
 from .base import Generator, GeneratorConfig
+from .masked import MaskedConfig, MaskedGenerator
 from .next_scale import NextScaleConfig, NextScaleGenerator
 from .pixel import PixelGenerator, PixelGeneratorConfig
 from .random_order import RandomOrderConfig, RandomOrderGenerator
 from .raster import RasterConfig, RasterGenerator
 from .task import GeneratorTask
 
-__all__ = ["Generator", "GeneratorConfig", "NextScaleConfig", "NextScaleGenerator", "PixelGenerator",
+__all__ = ["Generator", "GeneratorConfig", "MaskedConfig", "MaskedGenerator", "NextScaleConfig", "NextScaleGenerator", "PixelGenerator",
            "PixelGeneratorConfig", "RandomOrderConfig", "RandomOrderGenerator", "RasterConfig", "RasterGenerator",
            "GeneratorTask"]

@@ -22,7 +22,14 @@ LN2 = math.log(2.0)
 
 
 class CategoricalHead(nn.Module):
-    """Logits (..., V) -> cross-entropy / sampled token ids."""
+    """Logits (..., V) -> cross-entropy / sampled token ids. `label_smoothing` (MaskGIT trains with 0.1) changes
+    the loss only; the reported `nll` is always the plain negative log-likelihood."""
+
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = label_smoothing
 
     def loss(self, logits: Tensor, target: Tensor, mask: Tensor | None = None) -> LossOutput:
         """Mean CE over positions (only where `mask` is True, if given).
@@ -30,15 +37,18 @@ class CategoricalHead(nn.Module):
         Metrics: `nll` (nats/token), `bits_per_token` (= nll / ln 2) and top-1 `accuracy`, all detached.
         """
         V = logits.shape[-1]
-        nll = F.cross_entropy(logits.float().reshape(-1, V), target.reshape(-1), reduction="none")  # (B*L,)
-        correct = (logits.detach().argmax(-1).reshape(-1) == target.reshape(-1)).float()
+        flat, tgt = logits.float().reshape(-1, V), target.reshape(-1)
+        nll = F.cross_entropy(flat, tgt, reduction="none")  # (B*L,)
+        objective = nll if self.label_smoothing == 0 else F.cross_entropy(
+            flat, tgt, reduction="none", label_smoothing=self.label_smoothing)
+        correct = (logits.detach().argmax(-1).reshape(-1) == tgt).float()
         if mask is None:
-            loss, acc = nll.mean(), correct.mean()
+            loss, value, acc = objective.mean(), nll.detach().mean(), correct.mean()
         else:
             w = mask.reshape(-1).float()
             denom = w.sum().clamp(min=1.0)
-            loss, acc = (nll * w).sum() / denom, (correct * w).sum() / denom
-        value = loss.detach()
+            loss = (objective * w).sum() / denom
+            value, acc = (nll.detach() * w).sum() / denom, (correct * w).sum() / denom
         return LossOutput(loss, {"nll": value, "bits_per_token": value / LN2, "accuracy": acc})
 
     def guide(self, logits: Tensor, cfg_scale: float, guided: bool) -> Tensor:
