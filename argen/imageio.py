@@ -8,11 +8,21 @@ composited on white, palettes are expanded, 16-bit greys (I;16, I) are scaled do
 and JPEG EXIF orientation is applied. Resizing follows the ADM / LlamaGen / VAR recipe
 (https://arxiv.org/abs/2105.05233, `center_crop_arr`): box-halve while the image is at least twice
 the target, then bicubic so the shorter side equals the target, then center-crop a square.
+
+Every open is bounded by `max_pixels` (default `DEFAULT_MAX_PIXELS`, 64 Mi pixels), checked on the
+header before any pixel is decoded: a 30000 x 30000 PNG is a few hundred bytes on disk but gigabytes
+once decoded (a "decompression bomb"). PIL's own guard (`Image.MAX_IMAGE_PIXELS`, a process-wide
+global argen never changes) only warns, and decodes, up to 179 Mpx (a 12000 x 12000 PNG took 1.65 GB),
+and raises above. Both are handled here: failures are `ImageReadError`s (a DataError with `.path`
+and a short `.reason`), and PIL's warning is not passed on.
 """
 from __future__ import annotations
 
 import math
 import os
+import struct
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -55,19 +65,97 @@ def to_rgb(img):
     return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
-def open_rgb(path: str | os.PathLike):
-    """Open and fully decode one image file as RGB; DataError (with the path) if it cannot be read."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+DEFAULT_MAX_PIXELS = 8192 * 8192  # 64 Mi pixels: ~200 MB as RGB; larger files are refused before decoding
+
+
+class ImageReadError(DataError):
+    """One image file that cannot be used; `reason` is the short why (no path), for lists of skipped files."""
+
+    def __init__(self, path: str | os.PathLike, reason: str, hint: str = ""):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}" + (f"; {hint}" if hint else ""))
+
+
+def check_pixels(path: str | os.PathLike, size: tuple[int, int], max_pixels: int | None) -> None:
+    """Refuse an image whose header claims more than `max_pixels` pixels (None: no bound)."""
+    w, h = size
+    if max_pixels is not None and w * h > max_pixels:
+        raise ImageReadError(path, f"{w}x{h} = {w * h / 1e6:.1f} Mpx, more than max_pixels={max_pixels} "
+                                   f"({max_pixels / 1e6:.1f} Mpx; a decompression bomb or an oversized image)",
+                             "shrink the file, or raise max_pixels (CLI: --max-pixels) if it is genuine")
+
+
+@contextmanager
+def open_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+    """Open one image lazily (header only) with its size checked against `max_pixels`; ImageReadError if not.
+
+    PIL's DecompressionBombWarning is silenced here (the pixel bound replaces it) and its
+    DecompressionBombError (above twice `Image.MAX_IMAGE_PIXELS`) becomes an ImageReadError.
+    """
+    from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            img.load()
-            # Closing the file also frees `img`'s pixels, so always return a distinct (transposed) copy.
-            return to_rgb(ImageOps.exif_transpose(img) or img.copy())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
     except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{path}: cannot decode image ({e}); the file is corrupt or not an image") from None
+        raise ImageReadError(path, "file not found") from None
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(path, f"refused by PIL's decompression-bomb guard ({e})") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(path, "not a recognised image file") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:  # permission denied, bad header, ...
+        raise ImageReadError(path, f"unreadable: {e}") from None
+    with img:
+        check_pixels(path, img.size, max_pixels)
+        yield img
+
+
+def open_rgb(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+    """Open and fully decode one image file as RGB; ImageReadError (a DataError with the path) if it cannot
+    be read or claims more than `max_pixels` pixels."""
+    from PIL import Image, ImageOps
+
+    with open_image(path, max_pixels) as img:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img.load()
+                # Closing the file also frees `img`'s pixels, so always return a distinct (transposed) copy.
+                return to_rgb(ImageOps.exif_transpose(img) or img.copy())
+        except Image.DecompressionBombError as e:
+            raise ImageReadError(path, f"refused by PIL's decompression-bomb guard ({e})") from None
+        except (OSError, ValueError, SyntaxError, EOFError) as e:  # truncated data, bad CRC, ...
+            raise ImageReadError(path, f"cannot decode image ({e})", "the file is corrupt or not an image") from None
+
+
+def probe_image(path: str | os.PathLike, decode: bool = False,
+                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) of a usable image file, or ImageReadError saying why not.
+
+    The cheap check reads the header and runs PIL's `verify` (structure and CRCs, no pixels); it
+    cannot see a JPEG whose scan data is cut short. `decode=True` decodes every pixel, which can.
+    Both refuse empty files and headers over `max_pixels` before anything is decoded.
+    """
+    from PIL import Image
+
+    try:
+        empty = Path(path).stat().st_size == 0
+    except OSError as e:
+        raise ImageReadError(path, f"unreadable: {e}") from None
+    if empty:
+        raise ImageReadError(path, "empty file")
+    if decode:
+        return open_rgb(path, max_pixels).size
+    with open_image(path, max_pixels) as img:
+        size = img.size
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img.verify()  # structure / CRC check without decoding the pixels
+        except (OSError, ValueError, SyntaxError, EOFError, struct.error) as e:  # bad CRC, truncated, ...
+            raise ImageReadError(path, f"unreadable: {e}") from None
+    return size
 
 
 # ----------------------------------------------------------------------------- resize / tensors
@@ -185,13 +273,41 @@ def save_grid(images: Tensor, path: str | os.PathLike, nrow: int = 8, labels: Se
 
 # ----------------------------------------------------------------------------- reading user images
 
-def list_images(root: str | os.PathLike) -> list[Path]:
-    """All image files under `root` (recursive, sorted, hidden files and folders skipped)."""
-    root = Path(root)
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".") and is_image_file(f))
+def list_images(root: str | os.PathLike, errors: list[tuple[str, str]] | None = None) -> list[Path]:
+    """All image files under `root` (recursive, sorted, hidden files and folders skipped): the files of a
+    folder first, then each subfolder's in name order.
+
+    A folder that cannot be listed (permissions) is never passed over silently: it is appended to
+    `errors` as (folder, reason) when a list is given, else a DataError names it.
+    """
+    out: list[Path] = []
+
+    def walk(folder: Path) -> None:
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            reason = e.strerror or str(e)
+            if errors is None:
+                raise DataError(f"{folder}: cannot list this folder ({reason}); check its permissions "
+                                "(chmod u+rx)") from None
+            errors.append((str(folder), reason))
+            return
+        subdirs = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    subdirs.append(Path(entry.path))
+                elif is_image_file(entry.name) and entry.is_file():
+                    out.append(Path(entry.path))
+            except OSError:  # vanished or unstat-able entry: nothing to list
+                continue
+        for d in subdirs:
+            walk(d)
+
+    walk(Path(root))
     return out
 
 

@@ -6,10 +6,13 @@ import math
 import re
 from pathlib import Path
 
+from ._common import positive_int
+
 COMMAND = "data"
 HELP = "inspect a dataset (fashion-mnist, emoji or an image folder) and save a grid of examples"
-DESCRIPTION = ("Print a dataset's size, classes with per-class counts, resolution and unreadable files, and "
-               "write a PNG grid of examples (one row per class when the dataset has classes).")
+DESCRIPTION = ("Print a dataset's size, classes with per-class counts, resolution, unreadable files and folders and "
+               "how the split was made, and write a PNG grid of examples (one row per class when the dataset has "
+               "classes). With --quarantine DIR, the files the scan rejected are moved into DIR.")
 MIN_TILE = 64  # small images are enlarged (nearest neighbour) in the grid so they and their labels are legible
 
 
@@ -24,6 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="unreadable image files: leave them out (skip) or fail (raise)")
     p.add_argument("--check", default="verify", choices=["verify", "decode"],
                    help="folder scan: header check (fast) or a full decode of every file (catches truncated JPEGs)")
+    p.add_argument("--max-pixels", type=positive_int, default=None,
+                   help="folder scan: refuse images whose header claims more pixels than this, before decoding "
+                        "(decompression bombs); default 8192*8192 = 67108864")
+    p.add_argument("--quarantine", default=None, metavar="DIR",
+                   help="move the files the scan rejected into DIR (outside the dataset folder, or a hidden one), "
+                        "keeping their relative paths; DIR/quarantine.jsonl records why")
     p.add_argument("--root", default=None, help="folder holding the files of a named dataset; None uses the installed copy")
     p.add_argument("--no-download", action="store_true", help="never download a named dataset that is not installed")
 
@@ -46,20 +55,27 @@ def pick_examples(ds, n: int) -> tuple[list[int], int, bool]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..data import dataset_key, load_dataset
+    from ..data import dataset_key, load_dataset, quarantine
     from ..data.folder import MAX_LISTED
-    from ..imageio import save_grid
+    from ..data.quarantine import RECORD
+    from ..imageio import DEFAULT_MAX_PIXELS, save_grid
     from ._common import say
 
-    if dataset_key(args.dataset) is not None:
+    named = dataset_key(args.dataset) is not None
+    if named:
         options = {"root": args.root, "download": not args.no_download}
+        if args.quarantine:
+            raise ValueError("--quarantine is for image folders; the named datasets are installed read-only")
     else:
         if args.root:
             raise ValueError("--root is only for named datasets; for a folder pass its path as NAME_OR_PATH")
-        options = {"check": args.check}
-    ds = load_dataset(args.dataset, split=args.split, resolution=args.resolution, on_error=args.on_error, **options)
+        options = {}
+    ds = load_dataset(args.dataset, split=args.split, resolution=args.resolution, check=args.check,
+                      on_error=args.on_error, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, **options)
 
     say(f"dataset: {ds.name} (split {ds.split})")
+    if ds.split_note:
+        say(f"split: {ds.split_note}")
     say(f"images: {len(ds)}")
     say(f"resolution: {ds.resolution}x{ds.resolution}")
     if ds.conditional:
@@ -71,23 +87,30 @@ def run(args: argparse.Namespace) -> int:
     else:
         say("classes: none (unconditional, label -1)")
     say(f"captions: {'yes, e.g. ' + repr(ds.captions[0]) if ds.captions else 'none'}")
+    for line in ds.warnings:
+        say(f"warning: {line}")
     say(f"skipped files: {len(ds.skipped)}")
     for path, why in ds.skipped[:MAX_LISTED]:
         say(f"  {path}: {why}")
     if len(ds.skipped) > MAX_LISTED:
         say(f"  ... and {len(ds.skipped) - MAX_LISTED} more")
+    if args.quarantine:
+        moved = quarantine(ds.skipped, args.quarantine, root=ds.name)
+        say(f"quarantined: moved {len(moved)} file(s) to {args.quarantine}" + (
+            f" (reasons in {Path(args.quarantine) / RECORD})" if moved else ""))
 
     picks, nrow, by_class = pick_examples(ds, args.n)
     if not picks:
         return 0
-    images = torch.stack([ds[i][0] for i in picks])  # (B, 3, H, W)
+    items = [ds[i] for i in picks]  # an unreadable file is replaced by the next readable one, label and all
+    images = torch.stack([x for x, _ in items])  # (B, 3, H, W)
     scale = math.ceil(MIN_TILE / ds.resolution) if ds.resolution < MIN_TILE else 1
     if scale > 1:
         images = images.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
     if ds.captions is not None:
         labels = [ds.captions[i] for i in picks]
     elif ds.conditional:
-        labels = [ds.classes[int(ds.labels[i])] for i in picks]
+        labels = [ds.classes[y] for _, y in items]
     else:
         labels = None
     out = Path(args.grid) if args.grid else Path("runs") / "data" / f"{_slug(ds.name)}-{ds.split}.png"

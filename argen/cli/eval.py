@@ -31,13 +31,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--list-features", action="store_true", help="list the feature networks")
     p.add_argument("--ref", default="fashion-mnist:test",
                    help="reference: dataset spec name:split[@resolution], a folder, or an .npz")
-    p.add_argument("--n", type=int, default=None, help="number of samples to use (default: all)")
-    p.add_argument("--n-ref", type=int, default=None, help="number of reference images (default: same as samples)")
+    p.add_argument("--n", type=int, default=None,
+                   help="number of samples to use (default: all); fewer than there are: a seeded random subset, "
+                        "class-stratified where there are labels; more than there are is an error")
+    p.add_argument("--n-ref", type=int, default=None,
+                   help="number of reference images (default: as many as the samples, capped at the reference's "
+                        "size); chosen like --n")
     p.add_argument("--features", default="inception", help="feature network: inception | lenet-fmnist")
     p.add_argument("--weights", default=None,
                    help="feature weights: a file/saved-model dir, or 'torch-fidelity' (download); default: cache")
     p.add_argument("--out", default=None, help="result JSON path (default: runs/eval/<name>.json)")
-    p.add_argument("--seed", type=int, default=2020, help="seed of the KID subsets")
+    p.add_argument("--seed", type=int, default=2020, help="seed of the evaluated subsets and of the KID subsets")
     p.add_argument("--kid-subsets", type=int, default=100, help="number of KID subsets")
     p.add_argument("--kid-subset-size", type=int, default=1000, help="KID subset size (capped at N)")
     p.add_argument("--batch-size", type=int, default=64, help="feature extraction batch size")
@@ -127,6 +131,12 @@ def run(args: argparse.Namespace) -> int:
                           weights=args.weights, out=out, progress=not args.no_progress)
     for note in result["warnings"]:
         say(f"warning: {note}")
+    for side in ("samples", "reference"):
+        info = result["protocol"][side]
+        if "subset" in info:
+            say(f"{side}: {info['subset']}")
+        for line in info.get("folder_warnings", ()):
+            say(f"warning: {side}: {line}")
     say(f"wrote {out}")
     say(result["summary"])
     return 0

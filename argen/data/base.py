@@ -2,18 +2,23 @@
 
 `ds[i]` is `(image, label)`: image a float tensor (3, H, W) in [-1, 1] with H = W = `ds.resolution`,
 label an int (-1 when the dataset is unconditional). Every dataset also exposes `classes`,
-`captions`, `labels` (all labels as an int64 array, no decoding) and `uint8_images(n)`, a fast path
-to the first n images as uint8 (N, H, W, 3) for evaluation (vectorised where the source allows).
+`captions`, `labels` (all labels as an int64 array, no decoding), `uint8_images(n)`, a fast path
+to the first n images (or given `indices`) as uint8 (N, H, W, 3) for evaluation (vectorised where
+the source allows), and what a reader should be told: `skipped` (unreadable files, with why),
+`warnings` (problems that did not stop loading, e.g. an empty class folder) and `split_note` (how
+the split was made when the data had no such split, else None).
 """
 from __future__ import annotations
 
 from collections import Counter
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..errors import DataError
 from ..imageio import from_uint8
 
 SPLITS = ("train", "test", "all")
@@ -35,6 +40,8 @@ class ImageDataset(Dataset):
     captions: list[str] | None
     labels: np.ndarray  # (N,) int64; -1 everywhere when unconditional
     skipped: list[tuple[str, str]]  # (path, reason) of files left out by on_error="skip"
+    warnings: Sequence[str] = ()  # one line per problem that did not stop loading
+    split_note: str | None = None  # how the split was made, when the source has no such split
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -51,20 +58,34 @@ class ImageDataset(Dataset):
         """Image `index` as uint8 (H, W, 3) at `self.resolution`."""
         raise NotImplementedError
 
+    def read(self, index: int) -> tuple[np.ndarray, int]:
+        """(uint8 image (H, W, 3), label) of item `index`; image folders override it to replace unreadable files."""
+        return self.load_uint8(index), int(self.labels[index])
+
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {self.name} ({len(self)} images)")
-        index = index % len(self)
+        image, label = self.read(index % len(self))
         # np.array copies: sources may hand out read-only views (PIL buffers, memmaps, cached arrays).
-        return from_uint8(torch.from_numpy(np.array(self.load_uint8(index)))), int(self.labels[index])
+        return from_uint8(torch.from_numpy(np.array(image))), label
 
-    def uint8_images(self, n: int | None = None) -> Tensor:
-        """The first `n` images (all when None) as uint8 (N, H, W, 3)."""
-        n = len(self) if n is None else min(n, len(self))
-        out = np.empty((n, self.resolution, self.resolution, 3), dtype=np.uint8)
-        for i in range(n):
-            out[i] = self.load_uint8(i)
+    def uint8_images(self, n: int | None = None, *, indices: Sequence[int] | np.ndarray | None = None) -> Tensor:
+        """The first `n` images (all when None), or the images at `indices`, as uint8 (N, H, W, 3)."""
+        idx = self._indices(n, indices)
+        out = np.empty((len(idx), self.resolution, self.resolution, 3), dtype=np.uint8)
+        for k, i in enumerate(idx):
+            out[k] = self.read(int(i))[0]
         return torch.from_numpy(out)
+
+    def _indices(self, n: int | None, indices) -> np.ndarray:
+        if indices is not None:
+            if n is not None:
+                raise ValueError("pass n (the first n images) or indices, not both")
+            idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+            if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+                raise IndexError(f"indices must be in [0, {len(self)}) for {self.name}")
+            return idx
+        return np.arange(len(self) if n is None else min(n, len(self)))
 
     def class_counts(self) -> dict[str, int]:
         """Images per class name (empty when unconditional)."""
@@ -75,3 +96,31 @@ class ImageDataset(Dataset):
         kind = f"{self.num_classes} classes" if self.conditional else "unconditional"
         return f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, n={len(self)}, " \
                f"resolution={self.resolution}, {kind})"
+
+
+def check_classes(dataset: ImageDataset | Sequence[str], expected: Sequence[str], *, what: str = "the model") -> None:
+    """Raise DataError unless the data's class names equal `expected`, in the same order (so the same ids).
+
+    A model conditioned on class ids (its conditioner's `class_names`) must be fine-tuned or resumed
+    on data whose class folders give the same name -> id map; a renamed, added or removed class
+    folder would silently relabel every class after it. The message lists what differs.
+    """
+    have = list(dataset.classes if hasattr(dataset, "classes") else dataset)
+    want = list(expected)
+    if have == want:
+        return
+    name = getattr(dataset, "name", "the data")
+    parts = []
+    missing = [c for c in want if c not in have]
+    extra = [c for c in have if c not in want]
+    if missing:
+        parts.append(f"in {what} but not in the data: {', '.join(map(repr, missing))}")
+    if extra:
+        parts.append(f"in the data but not in {what}: {', '.join(map(repr, extra))}")
+    moved = [f"{c!r} is id {want.index(c)} in {what}, {have.index(c)} in the data" for c in want
+             if c in have and want.index(c) != have.index(c)]
+    if moved:
+        parts.append("different ids: " + "; ".join(moved[:5]) + (f"; ... and {len(moved) - 5} more" if len(moved) > 5 else ""))
+    raise DataError(f"the classes of {name} ({len(have)}) do not match the {len(want)} of {what}: {'; '.join(parts)}. "
+                    "Use data with the same class folders (ids are the sorted folder names), or train a new model "
+                    "on this data")

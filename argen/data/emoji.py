@@ -162,13 +162,15 @@ class Emoji(ImageDataset):
             img = resize_center_crop(img, self.resolution)
         return pil_to_uint8(img)
 
-    def uint8_images(self, n: int | None = None) -> Tensor:
+    def uint8_images(self, n: int | None = None, *, indices=None) -> Tensor:
         """Decodes on first use of the whole split and keeps it (3,786 x 64 x 64 x 3 = 47 MB)."""
-        if self._cache is None and (n is None or n >= len(self)):
+        if self._cache is None and indices is None and (n is None or n >= len(self)):
             self._cache = super().uint8_images().numpy()
         if self._cache is not None:
+            if indices is not None:
+                return torch.from_numpy(self._cache[self._indices(n, indices)])  # fancy indexing copies
             return torch.from_numpy(self._cache[:n].copy())  # a copy: callers may write into it
-        return super().uint8_images(n)
+        return super().uint8_images(n, indices=indices)
 
 
 def download_to_cache() -> Path:

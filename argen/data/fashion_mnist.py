@@ -178,10 +178,14 @@ class FashionMNIST(ImageDataset):
     def load_uint8(self, index: int) -> np.ndarray:
         return fit_grey(torch.from_numpy(self.images[index:index + 1].copy()), self.resolution, self.fit)[0].numpy()
 
-    def uint8_images(self, n: int | None = None, chunk: int = 4096) -> Tensor:
-        n = len(self) if n is None else min(n, len(self))
-        src = torch.from_numpy(self.images[:n].copy())
-        if self.resolution == NATIVE:
+    def uint8_images(self, n: int | None = None, chunk: int = 4096, *, indices=None) -> Tensor:
+        if indices is None:
+            n = len(self) if n is None else min(n, len(self))
+            src = torch.from_numpy(self.images[:n].copy())
+        else:
+            idx = self._indices(n, indices)
+            n, src = len(idx), torch.from_numpy(self.images[idx])  # fancy indexing copies
+        if self.resolution == NATIVE or n == 0:
             return src[..., None].expand(n, NATIVE, NATIVE, 3).contiguous()
         # Chunks bound the float intermediate of a resize (70k x 64 x 64 floats would be 1 GB).
         return torch.cat([fit_grey(src[i:i + chunk], self.resolution, self.fit).contiguous()

@@ -12,13 +12,19 @@ N x H x W x 3) or a dataset spec. `reference` is a dataset spec "name:split[@res
 Protocol choices (all recorded in the result):
 * float images become uint8 as `argen.imageio.to_uint8` does: round((x + 1) * 127.5), clamped; the
   feature network then applies its own resize (Inception: TF1 bilinear to 299, as torch-fidelity).
-* N: the first `n` images of each side (datasets: the first n of the split, a fixed subset). The
-  reference side uses `n_ref` (default: the same N as the samples).
+* N: `n` images of the samples and `n_ref` of the reference (default: as many as the samples, capped
+  at the reference's size). When N is smaller than a set, the N are a seeded random subset, class-
+  stratified where the set has labels (a dataset or a class folder): the first N of
+  `argen.data.splits.evaluation_order(labels, seed)`. The first N of a class-sorted folder would all
+  be one class. An iterable (a sampler) gives its first N, as it produces them. Asking for more
+  images than a set has (`n` or an explicit `n_ref`) is an error, never a silent smaller N.
 * A reference dataset without an explicit resolution is read at the samples' resolution.
-* KID: `kid_subsets` subsets of min(kid_subset_size, N_gen, N_ref), drawn with `seed`.
+* KID: `kid_subsets` subsets of min(kid_subset_size, N_gen, N_ref), drawn with `seed`. When a subset
+  is all of both sides (or there is one subset) every subset is the same, so the spread is undefined:
+  `kid_std` is None (null in JSON) and the summary says so, rather than a misleading "± 0".
 * Features of dataset specs (reference or real samples) are cached per (feature net + weights hash,
   dataset, split, resolution, N, resize) under `<cache_dir>/ref_stats/` as .npz (features, mu, sigma);
-  the subset is a prefix of the split, so a cached larger N also serves (and a smaller one seeds) N.
+  the subset is a prefix of the seeded order, so a cached larger N also serves (and a smaller one seeds) N.
 
 Metric names: the standard Inception features give "fid", "kid_*", "precision", "recall"; any other
 feature network's numbers carry its name ("fd_lenet-fmnist", "kd_lenet-fmnist_mean", ...).
@@ -47,7 +53,7 @@ from .features import DEFAULT_CACHE_DIR, FeatureNet, load_feature_net
 from .frechet import (UnstableMetricWarning, check_sample_size, feature_statistics, frechet_distance,
                       kernel_distance, precision_recall)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: subsets follow the seeded stratified order, not the split's first N
 DEFAULT_SEED = 2020  # torch-fidelity's default, so KID subsets match it at the same seed
 
 
@@ -153,6 +159,41 @@ def _open_dataset(spec: DatasetSpec, resolution: int | None):
     return load_dataset(spec.name, split=spec.split, resolution=spec.resolution or resolution)
 
 
+def _count(n: int | None, available: int, what: str, strict: bool) -> int:
+    """How many images to use: all when `n` is None; refuse (strict) or cap an `n` above what there is."""
+    if n is None or n <= available:
+        return available if n is None else n
+    if strict:
+        raise DataError(f"{what}: asked for {n} images but there are only {available}; pass n={available} or fewer "
+                        f"(CLI: --n / --n-ref {available}), or leave n out to use all {available}")
+    return available
+
+
+def evaluation_indices(dataset, n: int | None, seed: int = DEFAULT_SEED) -> np.ndarray:
+    """The indices of `dataset` that `evaluate` uses for `n` images of it as a dataset spec (all when None).
+
+    Callers that evaluate something computed from the reference images themselves (a tokenizer's
+    reconstructions) read these indices, so both sides hold the same images.
+    """
+    from ..data.splits import evaluation_order
+
+    count = _count(n, len(dataset), f"dataset {getattr(dataset, 'name', '')}", strict=True)
+    return evaluation_order(dataset.labels, seed)[:count]
+
+
+def _subset(labels: np.ndarray, count: int, seed: int) -> np.ndarray | None:
+    """Indices of the evaluated subset (the first `count` of the seeded stratified order), None for all."""
+    from ..data.splits import evaluation_order
+
+    return None if count >= len(labels) else evaluation_order(labels, seed)[:count]
+
+
+def _subset_info(count: int, total: int, seed: int, labelled: bool) -> dict:
+    from ..data.splits import subset_rule
+
+    return {"n": count, "of": total, "subset": subset_rule(count, total, seed, labelled), "subset_seed": seed}
+
+
 # ----------------------------------------------------------------------------- features
 
 @torch.inference_mode()
@@ -191,18 +232,27 @@ def _read_cached(path: Path, dim: int) -> np.ndarray | None:
 
 def dataset_features(net: FeatureNet, spec: DatasetSpec, n: int | None, resolution: int | None = None,
                      batch_size: int = 64, cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
-                     progress: bool = False) -> tuple[np.ndarray, dict]:
-    """Features of the first `n` images of a dataset, through the on-disk cache; returns (features, info).
+                     progress: bool = False, seed: int = DEFAULT_SEED, strict: bool = True) -> tuple[np.ndarray, dict]:
+    """Features of `n` images of a dataset (all when None), through the on-disk cache; returns (features, info).
 
-    One cache entry per (feature net + weights hash, dataset, split, resolution, resize, N). Because the
-    subset is always a prefix of the split, an entry for a larger N serves a smaller one (sliced), and
-    an entry for a smaller N is extended rather than recomputed (`cache_hit` is then "partial").
+    The images are the first `n` of `evaluation_order(labels, seed)` (a seeded class-stratified order);
+    `n` above the split's size is refused when `strict`, else capped. One cache entry per (feature net +
+    weights hash, dataset, split, resolution, resize, seed, N). Because the subset is always a prefix
+    of the order, an entry for a larger N serves a smaller one (sliced), and an entry for a smaller N
+    is extended rather than recomputed (`cache_hit` is then "partial").
     """
+    from ..data.splits import evaluation_order
+
     ds = _open_dataset(spec, resolution)
-    count = len(ds) if n is None else min(n, len(ds))
-    info = {"dataset": ds.name, "split": ds.split, "resolution": ds.resolution, "n": count,
-            "subset": f"first {count} images of the split"}
-    key_fields = {k: v for k, v in info.items() if k not in ("n", "subset")}
+    count = _count(n, len(ds), f"dataset {spec}", strict)
+    info = {"dataset": ds.name, "split": ds.split, "resolution": ds.resolution,
+            **_subset_info(count, len(ds), seed, ds.conditional)}
+    if ds.split_note:
+        info["split_note"] = ds.split_note
+    if ds.skipped or ds.warnings:
+        info.update({"skipped_files": len(ds.skipped), "folder_warnings": list(ds.warnings)})
+    key_fields = {"dataset": ds.name, "split": ds.split, "resolution": ds.resolution, "num_images": len(ds),
+                  "order": "evaluation_order", "subset_seed": seed}
     key_fields.update({"fit": getattr(ds, "fit", None), "feature_net": net.name, "resize": net.resize,
                        "feature_weights_sha256": net.weights_hash, "cache_version": CACHE_VERSION})
     path, done, hit = None, np.zeros((0, net.dim), np.float32), False
@@ -222,7 +272,7 @@ def dataset_features(net: FeatureNet, spec: DatasetSpec, n: int | None, resoluti
             done, hit = feats, "partial"
             break
     if len(done) < count:
-        images = ds.uint8_images(count)[len(done):]  # (N - done, H, W, 3)
+        images = ds.uint8_images(indices=evaluation_order(ds.labels, seed)[len(done):count])  # (N - done, H, W, 3)
         new = extract_features(net, _batches(images, None, batch_size), total=len(images), progress=progress,
                                desc=f"{spec} features")
         feats = np.concatenate([done, new])
@@ -238,29 +288,47 @@ def dataset_features(net: FeatureNet, spec: DatasetSpec, n: int | None, resoluti
 
 
 def _source_features(net: FeatureNet, source: Any, n: int | None, resolution: int | None, batch_size: int,
-                     cache_dir, progress: bool, desc: str) -> tuple[np.ndarray, dict, int | None]:
-    """Features + description + image resolution of samples or reference, whatever form they come in."""
+                     cache_dir, progress: bool, desc: str, seed: int = DEFAULT_SEED,
+                     strict: bool = True) -> tuple[np.ndarray, dict, int | None]:
+    """Features + description + image resolution of samples or reference, whatever form they come in.
+
+    `n` images (all when None): a seeded subset when fewer than the source holds (see the module
+    docstring); more than it holds is an error when `strict`, else capped.
+    """
     spec = _as_spec(source)
     if isinstance(spec, DatasetSpec):
-        feats, info = dataset_features(net, spec, n, resolution, batch_size, cache_dir, progress)
+        feats, info = dataset_features(net, spec, n, resolution, batch_size, cache_dir, progress, seed, strict)
         return feats, {"kind": "dataset", **info}, info["resolution"]
     if isinstance(spec, Path):
         if spec.is_file() and spec.suffix == ".npz":
-            images, info = _load_npz(spec), {"kind": "npz", "path": str(spec)}
+            source, info = _load_npz(spec), {"kind": "npz", "path": str(spec)}
         elif spec.is_dir():
             from ..data import load_dataset
 
             ds = load_dataset(spec, split="all", resolution=resolution)
-            images = ds.uint8_images(n)
-            info = {"kind": "folder", "path": str(spec), "skipped_files": len(ds.skipped)}
+            count = _count(n, len(ds), f"{desc} folder {spec}", strict)
+            idx = _subset(ds.labels, count, seed)
+            source = ds.uint8_images(indices=idx) if idx is not None else ds.uint8_images()
+            info = {"kind": "folder", "path": str(spec), **_subset_info(count, len(ds), seed, ds.conditional),
+                    "skipped_files": len(ds.skipped)}
+            if ds.warnings:
+                info["folder_warnings"] = list(ds.warnings)
+            n = None  # `source` now holds exactly the subset
         else:
             raise DataError(f"{spec}: expected a folder of images or an .npz of uint8 images (N, H, W, 3)")
-        source = images
     else:
         info = {"kind": "tensor" if isinstance(source, (Tensor, np.ndarray)) else "iterable"}
-    total = n  # for the progress bar; exact when the source has a length
-    if isinstance(source, (Tensor, np.ndarray)):
-        total = len(source) if n is None else min(n, len(source))
+    if isinstance(source, np.ndarray):
+        source = torch.from_numpy(source)
+    if isinstance(source, Tensor) and info["kind"] != "folder":
+        available = len(source)
+        count = _count(n, available, f"{desc} ({info.get('path', info['kind'])})", strict)
+        idx = _subset(np.full(available, -1), count, seed)  # no labels: a plain seeded random subset
+        if idx is not None:
+            source = source[torch.from_numpy(idx)]
+        info.update(_subset_info(count, available, seed, False))
+        n = None
+    total = len(source) if isinstance(source, Tensor) else n  # for the progress bar
     shape: list[int] = []
 
     def tracked() -> Iterator[Tensor]:
@@ -269,6 +337,12 @@ def _source_features(net: FeatureNet, source: Any, n: int | None, resolution: in
             yield x
 
     feats = extract_features(net, tracked(), total=total, progress=progress, desc=desc)
+    if info["kind"] == "iterable":
+        if n is not None and len(feats) < n and strict:
+            raise DataError(f"{desc}: asked for {n} images but the iterable gave only {len(feats)}; pass "
+                            f"n={len(feats)} or fewer (CLI: --n), or leave n out to use all it gives")
+        info["subset"] = (f"the first {len(feats)} images the iterable gave" if n is not None
+                          else f"all {len(feats)} images the iterable gave")
     info["n"] = len(feats)
     h, w = shape[-2:]  # extract_features raised if there was no batch
     info["resolution"] = h if h == w else [h, w]
@@ -297,21 +371,36 @@ def compute_metrics(gen: np.ndarray, ref: np.ndarray, names: dict[str, str], see
         mu_r, sigma_r = feature_statistics(ref)
     metrics = {names["fd"]: frechet_distance(mu_g, sigma_g, mu_r, sigma_r)}
     subset = min(kid_subset_size, len(gen), len(ref))
-    metrics[names["kd_mean"]], metrics[names["kd_std"]] = kernel_distance(gen, ref, kid_subsets, subset, seed)
+    # A subset of all of both sides is the same set every draw (the unbiased MMD ignores order), so
+    # repeated draws would only repeat one value and report a spread of exactly 0: compute it once.
+    whole = subset == len(gen) == len(ref)
+    used = 1 if whole else kid_subsets
+    kd_mean, kd_std = kernel_distance(gen, ref, used, subset, seed)
+    metrics[names["kd_mean"]], metrics[names["kd_std"]] = kd_mean, (None if used == 1 else kd_std)
     metrics[names["precision"]], metrics[names["recall"]] = precision_recall(gen, ref, k=pr_k)
-    return metrics, {"kid_subsets": kid_subsets, "kid_subset_size": subset, "kid_kernel": "(x.y/d + 1)^3",
-                     "pr_k": pr_k, "pr_manifold": "k-NN radii (ADM evaluator)", "fd_sqrtm": "scipy float64"}
+    settings = {"kid_subsets": used, "kid_subset_size": subset, "kid_kernel": "(x.y/d + 1)^3",
+                "pr_k": pr_k, "pr_manifold": "k-NN radii (ADM evaluator)", "fd_sqrtm": "scipy float64"}
+    if used == 1:
+        settings["kid_std"] = ("undefined: each subset is all of both sides' samples, so every subset is the same"
+                               if whole else "undefined: a single subset")
+    return metrics, settings
 
 
 def summary_line(result: dict) -> str:
-    """One line: 'FID 12.345 | KID 0.00123 ± 0.00030 | precision 0.7100 | recall 0.6500 | <net>, N ...'."""
+    """One line: 'FID 12.345 | KID 0.00123 ± 0.00030 | precision 0.7100 | recall 0.6500 | <net>, N ...'.
+
+    With one KID subset (or subsets that are all the samples) the spread is undefined, and the line
+    says so ('KID 0.01230 (one subset: spread undefined)') instead of printing '± 0.00000'.
+    """
     m, p = result["metrics"], result["protocol"]
     names = p["metric_names"]
     fd_label = p["metric_label"]
     kd_label = "KID" if fd_label == "FID" else "KD" + fd_label[2:]
     ref = p["reference"]
     ref_txt = f"{ref['dataset']}:{ref['split']}" if ref["kind"] == "dataset" else ref.get("path", ref["kind"])
-    return (f"{fd_label} {m[names['fd']]:.3f} | {kd_label} {m[names['kd_mean']]:.5f} ± {m[names['kd_std']]:.5f} | "
+    std = m[names["kd_std"]]
+    spread = "(one subset: spread undefined)" if std is None else f"± {std:.5f}"
+    return (f"{fd_label} {m[names['fd']]:.3f} | {kd_label} {m[names['kd_mean']]:.5f} {spread} | "
             f"precision {m[names['precision']]:.4f} | recall {m[names['recall']]:.4f} | {p['feature_net']}, "
             f"N {p['n_gen']} vs {p['n_ref']} ({ref_txt}), seed {p['seed']}")
 
@@ -326,7 +415,8 @@ def evaluate(samples: Any, reference: Any = "fashion-mnist:test", features: str 
 
     `features` is a registered feature-network name ('inception', 'lenet-fmnist') or a loaded FeatureNet;
     `weights` overrides where its weights come from (default: found under `cache_dir`).
-    `stats_cache=False` neither reads nor writes `<cache_dir>/ref_stats/`. With `out`, the result is
+    `n` (and an explicit `n_ref`) above what a source holds raises DataError saying how many there are.
+    `seed` draws the evaluated subsets and the KID subsets. `stats_cache=False` neither reads nor writes `<cache_dir>/ref_stats/`. With `out`, the result is
     also written there as JSON (atomically). Returns {"metrics", "protocol", "warnings", "summary"}.
     """
     if n is not None and n < 2:
@@ -338,9 +428,12 @@ def evaluate(samples: Any, reference: Any = "fashion-mnist:test", features: str 
     stats_dir = cache_dir if stats_cache else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnstableMetricWarning)
-        gen, gen_info, gen_res = _source_features(net, samples, n, None, batch_size, stats_dir, progress, "samples")
+        gen, gen_info, gen_res = _source_features(net, samples, n, None, batch_size, stats_dir, progress, "samples",
+                                                  seed)
+        # An explicit n_ref above the reference's size is refused; the default (as many as the samples) is capped.
         ref, ref_info, _ = _source_features(net, reference, n_ref if n_ref is not None else len(gen), gen_res,
-                                            batch_size, stats_dir, progress, "reference")
+                                            batch_size, stats_dir, progress, "reference", seed,
+                                            strict=n_ref is not None)
         metrics, settings = compute_metrics(gen, ref, metric_names(net), seed, kid_subsets, kid_subset_size, pr_k)
     notes = [str(w.message) for w in caught if issubclass(w.category, UnstableMetricWarning)]
     for w in caught:  # re-emit so callers still see them
@@ -349,6 +442,10 @@ def evaluate(samples: Any, reference: Any = "fashion-mnist:test", features: str 
         **net.protocol(),
         "metric_label": net.label, "metric_names": metric_names(net),
         "n_gen": len(gen), "n_ref": len(ref),
+        "n_ref_rule": "as given" if n_ref is not None else "as many as the samples, capped at the reference's size",
+        "subset_rule": "when N is below a set's size: the first N of a seeded order, class-stratified where the "
+                       "set has labels (argen.data.splits.evaluation_order); iterables: their first N",
+        "subset_seed": seed,
         "samples": gen_info, "reference": ref_info,
         "seed": seed, **settings,
         "uint8_conversion": "round((x + 1) * 127.5), clamp [0, 255] (argen.imageio.to_uint8)",

@@ -7,7 +7,7 @@ from argen.cli import main
 def test_folder_summary_and_grid(class_folder, tmp_path, capsys):
     (class_folder / "dog" / "broken.png").write_bytes(b"")
     out = tmp_path / "grid.png"
-    assert main(["data", str(class_folder), "--resolution", "16", "--n", "4", "--grid", str(out)]) == 0
+    assert main(["data", str(class_folder), "--split", "all", "--resolution", "16", "--n", "4", "--grid", str(out)]) == 0
     text = capsys.readouterr().out
     assert "images: 8" in text and "resolution: 16x16" in text and "classes: 2" in text
     assert "cat" in text and "skipped files: 1" in text and "broken.png: empty file" in text

@@ -9,7 +9,7 @@ from argen.imageio import open_rgb, to_rgb
 
 
 def test_class_folder_every_mode_and_format(class_folder):
-    ds = load_dataset(class_folder, resolution=8)
+    ds = load_dataset(class_folder, split="all", resolution=8)
     assert ds.classes == ["cat", "dog"] and ds.num_classes == 2
     assert len(ds) == 8 and ds.skipped == []
     assert sorted(ds.labels.tolist()) == [0] * 4 + [1] * 4
@@ -58,7 +58,7 @@ def test_flat_folder_is_unconditional(tmp_path, make_image):
     for i in range(3):
         make_image(root / f"{i}.png", color=(i * 50, 0, 0))
     make_image(root / "sub" / "x.jpg")
-    ds = load_dataset(root)
+    ds = load_dataset(root, split="all")
     assert ds.classes == [] and ds.num_classes == 0 and not ds.conditional
     assert len(ds) == 4 and (ds.labels == -1).all()
     assert ds[0][1] == -1
@@ -71,7 +71,7 @@ def test_resize_center_crop_keeps_the_center(tmp_path):
     arr[:, 10:20] = (0, 255, 0)
     arr[:, 20:] = (0, 0, 255)
     Image.fromarray(arr).save(tmp_path / "wide.png")
-    ds = load_dataset(tmp_path, resolution=6)
+    ds = load_dataset(tmp_path, resolution=6)  # one image: nothing can be held out, train is all
     x, _ = ds[0]
     assert x.shape == (3, 6, 6)
     inner = x[:, :, 1:-1]  # bicubic rings a little at the crop edges
@@ -96,7 +96,7 @@ def _bad_folder(tmp_path, make_image, n_corrupt=1):
 
 def test_bad_files_skipped_with_paths(tmp_path, make_image):
     root = _bad_folder(tmp_path, make_image)
-    ds = load_dataset(root, on_error="skip")
+    ds = load_dataset(root, split="all", on_error="skip")
     assert len(ds) == 2
     reasons = dict(ds.skipped)
     assert len(reasons) == 3
@@ -107,7 +107,7 @@ def test_bad_files_skipped_with_paths(tmp_path, make_image):
 def test_bad_files_raise_lists_paths(tmp_path, make_image):
     root = _bad_folder(tmp_path, make_image)
     with pytest.raises(DataError) as e:
-        load_dataset(root, on_error="raise")
+        load_dataset(root, split="all", on_error="raise")
     msg = str(e.value)
     assert "3 unreadable" in msg and "empty.png (empty file)" in msg and "corrupt0.jpg" in msg
     assert "on_error='skip'" in msg
@@ -116,7 +116,7 @@ def test_bad_files_raise_lists_paths(tmp_path, make_image):
 def test_many_bad_files_are_counted_not_all_listed(tmp_path, make_image):
     root = _bad_folder(tmp_path, make_image, n_corrupt=15)
     with pytest.raises(DataError) as e:
-        load_dataset(root, on_error="raise")
+        load_dataset(root, split="all", on_error="raise")
     msg = str(e.value)
     assert "17 unreadable" in msg and "and 7 more" in msg
     # 10 listed: empty.png, truncated.png and the first 8 of the 15 corrupt files
@@ -131,7 +131,7 @@ def test_truncated_jpeg_needs_decode_check(tmp_path):
     data = (root / "ok.jpg").read_bytes()
     (root / "cut.jpg").write_bytes(data[: len(data) * 4 // 5])  # headers intact, scan data cut
     assert len(scan_folder(root, check="verify").paths) == 2  # header check cannot see it
-    ds = ImageFolder(root, check="verify")
+    ds = ImageFolder(root, split="all", check="verify", on_error="raise")
     with pytest.raises(DataError, match="cut.jpg.*check='decode'"):
         [ds[i] for i in range(len(ds))]
     scan = scan_folder(root, check="decode")
@@ -159,21 +159,21 @@ def test_split_subfolders_share_label_ids(tmp_path, make_image):
     train, test = load_dataset(tmp_path, split="train"), load_dataset(tmp_path, split="test")
     assert train.classes == test.classes == ["a", "b", "c"]
     assert test.labels.tolist() == [2]
-    with pytest.raises(DataError, match="no 'test' subfolder"):
-        load_dataset(tmp_path / "train", split="test")
+    with pytest.raises(DataError, match="cannot hold out a test split: every class has a single image"):
+        load_dataset(tmp_path / "train", split="test")  # no test/ and nothing to hold out
 
 
 def test_captions_from_sidecar_text_files(tmp_path, make_image):
     make_image(tmp_path / "x.png")
     make_image(tmp_path / "y.png")
     (tmp_path / "x.txt").write_text("a red square\n")
-    assert load_dataset(tmp_path).captions is None  # only when every image has one
+    assert load_dataset(tmp_path, split="all").captions is None  # only when every image has one
     (tmp_path / "y.txt").write_text("another")
-    assert load_dataset(tmp_path).captions == ["a red square", "another"]
+    assert load_dataset(tmp_path, split="all").captions == ["a red square", "another"]
 
 
 def test_uint8_images_match_getitem(class_folder):
-    ds = load_dataset(class_folder, resolution=8)
+    ds = load_dataset(class_folder, split="all", resolution=8)
     u = ds.uint8_images(3)
     assert u.shape == (3, 8, 8, 3) and u.dtype == torch.uint8
     x, _ = ds[1]
