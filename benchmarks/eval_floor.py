@@ -42,7 +42,7 @@ def main() -> None:
         m, names, pr = r["metrics"], r["protocol"]["metric_names"], r["protocol"]
         hits = f"cache train={pr['samples']['cache_hit']} test={pr['reference']['cache_hit']}"
         row = (f"| {args.features} | {n} | {m[names['fd']]:.3f} | "
-               f"{m[names['kd_mean']]:.5f} ± {m[names['kd_std']]:.5f} | {m[names['precision']]:.4f} | {m[names['recall']]:.4f} | {dt:.0f} s ({hits}) |")
+               f"{m[names['kd_mean']]:.5f} ± {'undefined' if m[names['kd_std']] is None else format(m[names['kd_std']], '.5f')} | {m[names['precision']]:.4f} | {m[names['recall']]:.4f} | {dt:.0f} s ({hits}) |")
         rows.append(row)
         print(r["summary"], flush=True)
         print(f"wrote {out}", flush=True)

@@ -100,6 +100,22 @@ def apply_threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """--check / --on-error / --max-pixels for the image folders a command reads (as `argen data`)."""
+    p.add_argument("--check", default="verify", choices=["verify", "decode"],
+                   help="folder scan before training: header check (fast) or a full decode of every file")
+    p.add_argument("--on-error", default="skip", choices=["skip", "raise"],
+                   help="unreadable images: leave them out and report them (skip) or fail (raise)")
+    p.add_argument("--max-pixels", type=positive_int, default=None,
+                   help="refuse images with more pixels than this (decompression bombs; default 64 Mi)")
+
+
+def data_options(args: argparse.Namespace):
+    from ..train.recipes import DataOptions
+
+    return DataOptions(check=args.check, on_error=args.on_error, max_pixels=args.max_pixels)
+
+
 def add_progress_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: on when the terminal shows it; otherwise one line per log record)")
@@ -157,12 +173,14 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str, cfg_he
     p.add_argument("--top-p", type=finite_float, default=None, help="nucleus sampling mass in (0, 1] (1 = all)")
     g = p.add_argument_group("paradigm options (refused by generators they do not apply to)")
     g.add_argument("--order", type=_order, default=None,
-                   help="random order: the decoding order, random | raster | an integer seed (default: the model's)")
+                   help="random order, MAR: the decoding order, random | raster | an integer seed (default: the model's)")
     g.add_argument("--num-steps", type=positive_int, default=None,
-                   help="random order, masked: decoding steps (several tokens per step; default: the model's)")
+                   help="random order, masked, MAR: decoding steps (several tokens per step; default: the model's)")
     g.add_argument("--choice-temperature", type=finite_float, default=None,
                    help="masked: Gumbel noise on the confidence that picks which tokens to keep (MaskGIT 4.5; 0 = "
                         "keep the most confident)")
+    g.add_argument("--diffusion-steps", type=positive_int, default=None,
+                   help="MAR: the diffusion head's denoising steps per token (default: the model's, 100 for MAR)")
     g.add_argument("--gumbel", type=finite_float, default=None,
                    help="next-scale: VAR's Gumbel smoothing of the next scale's inputs (0.27 is VAR's; default off)")
     g.add_argument("--prune", type=_prune, nargs="+", default=None, metavar="RATIO",
@@ -173,8 +191,8 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str, cfg_he
                         "differently from the default path; see nn/fast_linear.py)")
 
 
-_KNOBS = ("cfg", "cfg_schedule", "temperature", "top_k", "top_p", "order", "num_steps", "choice_temperature", "gumbel",
-          "prune")
+_KNOBS = ("cfg", "cfg_schedule", "temperature", "top_k", "top_p", "order", "num_steps", "choice_temperature",
+          "diffusion_steps", "gumbel", "prune")
 
 
 def sampling_overrides(args: argparse.Namespace) -> dict:

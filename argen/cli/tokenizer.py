@@ -16,8 +16,8 @@ import argparse
 from pathlib import Path
 
 from . import HelpFormatter
-from ._common import (add_device_argument, add_progress_argument, add_set_argument, add_threads_argument,
-                      apply_threads, positive_float, positive_int, resolve_device, resolve_progress, say, seed_int,
+from ._common import (add_data_arguments, add_device_argument, add_progress_argument, add_set_argument, add_threads_argument,
+                      apply_threads, data_options, positive_float, positive_int, resolve_device, resolve_progress, say, seed_int,
                       warnings_as_lines)
 
 COMMAND = "tokenizer"
@@ -39,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--out", required=True, help="run directory: checkpoints/, tokenizer/, reconstructions.png, log.jsonl")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     add_progress_argument(t)
+    add_data_arguments(t)
     add_set_argument(t, "tokenizer")
     add_device_argument(t)
     add_threads_argument(t)
@@ -69,7 +70,7 @@ def _train(args: argparse.Namespace) -> int:
     train_tokenizer(args.preset, out=args.out, data=args.data, resolution=args.resolution, steps=args.steps,
                     batch_size=args.batch_size, lr=args.lr, seed=args.seed, resume=args.resume,
                     overrides=args.overrides, progress=resolve_progress(args.progress),
-                    device=resolve_device(args.device), log=say)
+                    device=resolve_device(args.device), data_options=data_options(args), log=say)
     return 0
 
 
@@ -89,6 +90,9 @@ def _eval(args: argparse.Namespace) -> int:
     with warnings_as_lines():
         result = evaluate_tokenizer(tokenizer, args.data, split=args.split, resolution=resolution, n=args.n,
                                     features=args.features, batch_size=args.batch_size, device=device, out=out)
+    note = result.get("protocol", {}).get("reference", {}).get("split_note")
+    if note:
+        say(note)
     say(result["summary"])
     say(f"results written to {out}")
     return 0

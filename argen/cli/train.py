@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import (add_device_argument, add_progress_argument, add_set_argument, add_threads_argument,
-                      apply_threads, nonnegative_int, positive_float, positive_int, resolve_device, resolve_progress,
+from ._common import (add_data_arguments, add_device_argument, add_progress_argument, add_set_argument, add_threads_argument,
+                      apply_threads, data_options, nonnegative_int, positive_float, positive_int, resolve_device, resolve_progress,
                       say, seed_int)
 
 COMMAND = "train"
@@ -37,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples-per-class", type=nonnegative_int, default=4,
                    help="images per class in OUT/samples.png (0 = none)")
     add_progress_argument(p)
+    add_data_arguments(p)
     add_set_argument(p, "generator")
     add_device_argument(p)
     add_threads_argument(p)
@@ -50,5 +51,5 @@ def run(args: argparse.Namespace) -> int:
                     batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_images=args.max_images,
                     cache=args.cache, resume=args.resume, samples_per_class=args.samples_per_class,
                     overrides=args.overrides, progress=resolve_progress(args.progress),
-                    device=resolve_device(args.device), log=say)
+                    device=resolve_device(args.device), data_options=data_options(args), log=say)
     return 0

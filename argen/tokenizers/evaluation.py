@@ -58,11 +58,12 @@ def evaluate_tokenizer(tokenizer: Tokenizer, data: str, split: str = "test", res
                        n: int = 1000, features: str = "inception", batch_size: int = 64,
                        device: str | torch.device = "cpu", out: str | Path | None = None,
                        feature_kwargs: dict | None = None) -> dict:
-    """Evaluate reconstructions of the first `n` images of `data:split`; returns the evaluator's result dict
+    """Evaluate reconstructions of `n` images of `data:split` (the evaluator's seeded, class-stratified subset, so
+    the reference statistics are of the same images); returns the evaluator's result dict
     with PSNR / SSIM / codebook numbers added to `metrics` (and written to `out` as JSON if given)."""
     from ..data import load_dataset
     from ..metrics import evaluate, psnr, ssim, write_result
-    from ..metrics.evaluator import DatasetSpec
+    from ..metrics.evaluator import DatasetSpec, evaluation_indices
 
     tokenizer = tokenizer.eval().to(device)
     resolution = resolution or tokenizer.config.resolution
@@ -70,7 +71,7 @@ def evaluate_tokenizer(tokenizer: Tokenizer, data: str, split: str = "test", res
     if n > len(ds):
         raise ValueError(f"{data}:{split} holds {len(ds)} images, fewer than the {n} asked for; pass n <= {len(ds)} "
                          "(--n) or a larger split")
-    real = ds.uint8_images(n)  # (N, H, W, 3) uint8
+    real = ds.uint8_images(indices=evaluation_indices(ds, n))  # (N, H, W, 3) uint8: the evaluator's own subset
     layout = tokenizer.layout_for(resolution, resolution)
     counter = _TokenCounter(layout.vocab_size) if layout.discrete else None
     recons, psnrs, ssims = [], [], []

@@ -72,7 +72,8 @@ class TrainConfig(Config):
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) (0 = off, typical 0.999-0.9999), got {self.ema_decay}")
         if self.warmup_steps > self.steps:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be <= steps ({self.steps})")
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be <= steps ({self.steps}); set "
+                             f"train.warmup_steps={self.steps // 10} (or 0) or train for more steps")
 
     @property
     def samples_per_step(self) -> int:

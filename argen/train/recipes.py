@@ -48,7 +48,7 @@ class LogLines(Callback):
     """A Trainer callback that reports each log record as one line (step, loss, key metrics, throughput and
     the time left), for runs without a progress bar: logs, CI, a terminal that is not a TTY."""
 
-    _KEYS = {"nll": "nll", "bits_per_token": "bits/token", "bits_per_dim": "bits/dim", "pixel": "pixel",
+    _KEYS = {"nll": "nll", "bits_per_token": "bits/token", "bits_per_dim": "bits/dim", "mse": "mse", "pixel": "pixel",
              "usage": "usage", "perplexity": "perplexity", "kl": "kl"}
 
     def __init__(self, log: Log, total: int):
@@ -167,6 +167,43 @@ def load_tokenizer(path: str | os.PathLike, device: torch.device | str = "cpu") 
     return tok.eval()
 
 
+# ----------------------------------------------------------------------------- data
+
+@dataclass(frozen=True)
+class DataOptions:
+    """How a recipe reads an image folder: `check` ("verify" headers / "decode" every pixel up front),
+    `on_error` ("skip" unreadable files, logged, or "raise"), `max_pixels` per image (None: no bound).
+    The named datasets (fashion-mnist, emoji) read installed files and ignore them."""
+
+    check: str = "verify"
+    on_error: str = "skip"
+    max_pixels: int | None = None  # None: the data module's default bound
+
+
+def _log_skip(log: Log, path: str, reason: str) -> None:  # module level: picklable for DataLoader workers
+    log(f"skipped unreadable image {path}: {reason}")
+
+
+def open_dataset(data: str, split: str, resolution: int, options: DataOptions, log: Log):
+    """`load_dataset` with the recipe's data options, reporting what the scan left out and how it split."""
+    from functools import partial
+
+    from ..data import load_dataset
+
+    extra = {} if options.max_pixels is None else {"max_pixels": options.max_pixels}
+    ds = load_dataset(data, split=split, resolution=resolution, check=options.check, on_error=options.on_error,
+                      on_skip=partial(_log_skip, log), **extra)
+    for line in getattr(ds, "warnings", ()):
+        log(f"warning: {line}")
+    skipped = getattr(ds, "skipped", ())
+    if skipped:
+        shown = "; ".join(f"{p} ({why})" for p, why in list(skipped)[:3])
+        log(f"left out {len(skipped)} unreadable file(s) of {data}:{split}: {shown}" + (" ..." if len(skipped) > 3 else ""))
+    if getattr(ds, "split_note", None):
+        log(ds.split_note)
+    return ds
+
+
 # ----------------------------------------------------------------------------- tokenizers
 
 @dataclass
@@ -206,7 +243,7 @@ def _tokenizer_configs(preset: str | Config, overrides: Sequence[str], resolutio
     if cfg.resolution % f:
         raise ConfigError(f"resolution {cfg.resolution} is not a multiple of the tokenizer's downsampling factor {f}; "
                           f"use e.g. {max(f, round(cfg.resolution / f) * f)}")
-    steps = 300 if steps is None else steps
+    steps = _overridden_steps(groups["train"], 300 if steps is None else steps)
     train_cfg = TrainConfig(steps=steps, batch_size=32 if batch_size is None else batch_size,
                             lr=2e-4 if lr is None else lr, betas=(0.5, 0.9), weight_decay=0.0, grad_clip=1.0,
                             seed=0 if seed is None else seed, log_every=max(1, min(50, steps // 10)),
@@ -224,12 +261,11 @@ def train_tokenizer(preset: str | Config, *, out: str | os.PathLike, data: str =
                     resolution: int | None = None, steps: int | None = None, batch_size: int | None = None,
                     lr: float | None = None, seed: int | None = None, resume: bool = False,
                     overrides: Sequence[str] = (), progress: bool = False, device: torch.device | str = "cpu",
-                    log: Log = _quiet) -> TokenizerRun:
+                    data_options: DataOptions = DataOptions(), log: Log = _quiet) -> TokenizerRun:
     """Train a tokenizer preset (or config) on `data`; writes OUT/tokenizer, OUT/reconstructions.png,
     OUT/log.jsonl, OUT/checkpoints/ and OUT/run.json. Defaults: 300 steps, batch 32, lr 2e-4 (betas 0.5, 0.9),
     the discriminator from half the run. `resolution` sets the tokenizer's config (None: the preset's)."""
     from .. import registry
-    from ..data import load_dataset
     from ..saving import atomic_write_text, save
     from ..tokenizers.task import TokenizerTask
     from .loop import Trainer
@@ -245,7 +281,7 @@ def train_tokenizer(preset: str | Config, *, out: str | os.PathLike, data: str =
               "overrides": list(overrides), "tokenizer": {"kind": type(tok_cfg).kind, **to_dict(tok_cfg)},
               "task": to_dict(task_cfg), "train": to_dict(train_cfg)}
     _check_resume(saved, record, ("data", "tokenizer", "task"), out, "preset, data, resolution and overrides")
-    dataset = load_dataset(data, split="train", resolution=tok_cfg.resolution)
+    dataset = open_dataset(data, "train", tok_cfg.resolution, data_options, log)
     torch.manual_seed(train_cfg.seed)  # weight init (the Trainer restores its own RNG state on resume)
     tokenizer = registry.build(tok_cfg)
     task = TokenizerTask(tokenizer, task_cfg).to(device)
@@ -264,20 +300,22 @@ def train_tokenizer(preset: str | Config, *, out: str | os.PathLike, data: str =
         trainer.ema.copy_to(trainer.ema_module)
     tokenizer.eval()
     tok_dir = save(tokenizer, out / TOKENIZER_DIR, extra={"data": data})
-    grid = write_reconstructions(tokenizer, data, out / "reconstructions.png", device)
+    grid = write_reconstructions(tokenizer, data, out / "reconstructions.png", device, data_options=data_options,
+                                 log=log)
     log(f"tokenizer saved to {tok_dir}")
     log(f"reconstructions (top: originals, bottom: reconstructions) in {grid}")
     log(f"checkpoints in {out / 'checkpoints'}, log in {out / 'log.jsonl'}")
     return TokenizerRun(out, tok_dir, tokenizer, records, grid)
 
 
-def write_reconstructions(tokenizer: nn.Module, data: str, path: Path, device, n: int = 16) -> Path:
-    """Originals (top rows) and their reconstructions (bottom rows) of the first `n` test images."""
-    from ..data import load_dataset
+def write_reconstructions(tokenizer: nn.Module, data: str, path: Path, device, n: int = 16,
+                          data_options: DataOptions = DataOptions(), log: Log = _quiet) -> Path:
+    """Originals (top rows) and their reconstructions (bottom rows) of the first `n` test images (a folder
+    without a test split uses its held-out slice)."""
     from ..imageio import save_grid
 
     res = tokenizer.config.resolution
-    ds = load_dataset(data, split="test", resolution=res)
+    ds = open_dataset(data, "test", res, data_options, log)
     images = torch.stack([ds[i][0] for i in range(min(n, len(ds)))]).to(device)
     with torch.no_grad():
         recon = tokenizer.decode(tokenizer.encode(images), grid=tokenizer.layout_for(res, res).grid)
@@ -339,8 +377,10 @@ def fit_pipeline(cfg, tokenizer: nn.Module, dataset) -> tuple[Any, dict[str, Any
 
     layout = tokenizer.layout
     gen, changes = cfg.generator, {}
-    if layout.vocab_size is not None and gen.vocab_size != layout.vocab_size:
+    if layout.vocab_size is not None and getattr(gen, "vocab_size", None) not in (None, layout.vocab_size):
         changes["generator.vocab_size"] = layout.vocab_size
+    if layout.latent_dim is not None and getattr(gen, "token_dim", None) not in (None, layout.latent_dim):
+        changes["generator.token_dim"] = layout.latent_dim
     if tuple(map(tuple, gen.scales)) != tuple(map(tuple, layout.scales)):
         changes["generator.scales"] = tuple(tuple(s) for s in layout.scales)
     tok_quantizer = getattr(tokenizer, "quantizer", None)
@@ -364,7 +404,7 @@ def fit_pipeline(cfg, tokenizer: nn.Module, dataset) -> tuple[Any, dict[str, Any
 def _generator_train_config(steps, batch_size, lr, seed, progress, device, train_over):
     from .config import TrainConfig
 
-    steps = 1000 if steps is None else steps
+    steps = _overridden_steps(train_over, 1000 if steps is None else steps)
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}")
     cfg = TrainConfig(steps=steps, batch_size=64 if batch_size is None else batch_size, lr=3e-4 if lr is None else lr,
@@ -373,6 +413,19 @@ def _generator_train_config(steps, batch_size, lr, seed, progress, device, train
                       log_every=max(1, min(50, steps // 10)), ckpt_every=max(1, steps // 2), keep_checkpoints=2,
                       progress=progress, precision="bf16" if device.type == "cuda" else "fp32")
     return apply_overrides(cfg, train_over) if train_over else cfg
+
+
+def _overridden_steps(train_over: Sequence[str], steps: int) -> int:
+    """The run length after `train.steps=...` (the defaults that follow it, warm-up and cadences, use it)."""
+    from ..config import parse_assignment
+
+    for item in train_over:
+        key, value = parse_assignment(item)
+        if key == "steps":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"train.steps must be a whole number of optimizer steps, got {value!r}")
+            steps = value
+    return steps
 
 
 def generator_configs(preset: str | Config, tokenizer: nn.Module, dataset, overrides: Sequence[str] = (), *,
@@ -404,13 +457,13 @@ def train_generator(preset: str | Config, *, out: str | os.PathLike, tokenizer: 
                     lr: float | None = None, seed: int | None = None, max_images: int | None = None,
                     cache: str | os.PathLike | None = None, resume: bool = False, samples_per_class: int = 4,
                     overrides: Sequence[str] = (), progress: bool = False, device: torch.device | str = "cpu",
-                    log: Log = _quiet) -> GeneratorRun:
+                    data_options: DataOptions = DataOptions(), log: Log = _quiet) -> GeneratorRun:
     """Train a generator on the tokens of a frozen trained tokenizer (`tokenizer`: a `train_tokenizer` run or
     a saved tokenizer; None only for tokenizers without weights, e.g. the pixel tokenizer). Writes
     OUT/pipeline (the saved Pipeline), OUT/samples.png, OUT/log.jsonl, OUT/checkpoints/, OUT/run.json and the
     token cache OUT/tokens (or `cache`). Defaults: 1000 steps, batch 64, AdamW lr 3e-4 with warm-up + cosine."""
     from .. import registry
-    from ..data import TokenCacheDataset, build_token_cache, fingerprint, load_dataset
+    from ..data import TokenCacheDataset, build_token_cache, fingerprint
     from ..generators.task import GeneratorTask
     from ..imageio import save_grid
     from ..pipeline import Pipeline
@@ -447,9 +500,15 @@ def train_generator(preset: str | Config, *, out: str | os.PathLike, tokenizer: 
         tok = load_tokenizer(tokenizer, device)
         tok_dir = str(find_tokenizer(tokenizer)[0])
 
-    dataset = load_dataset(data, split="train", resolution=tok.config.resolution)
+    dataset = open_dataset(data, "train", tok.config.resolution, data_options, log)
     if max_images:
         dataset = FirstN(dataset, max_images)
+    if saved is not None:  # a resumed run's classes (and so its label ids) must be the data's
+        names = saved.get("pipeline", {}).get("conditioner", {}).get("class_names")
+        if names:
+            from ..data import check_classes
+
+            check_classes(dataset, tuple(names), what=f"the run in {out}")
     cfg, train_cfg, changes = generator_configs(preset, tok, dataset, overrides, steps=steps, batch_size=batch_size,
                                                 lr=lr, seed=seed, progress=progress, device=device)
     if saved is not None and "train" in saved:  # keep the run's schedule; steps, logging, ... may change
@@ -501,5 +560,6 @@ def train_generator(preset: str | Config, *, out: str | os.PathLike, tokenizer: 
 
 
 __all__ = ["route_overrides", "train_tokenizer", "train_generator", "TokenizerRun", "GeneratorRun", "fit_pipeline",
+           "DataOptions", "open_dataset",
            "generator_configs",
            "find_tokenizer", "find_pipeline", "load_tokenizer", "write_reconstructions", "grid_conditions", "FirstN"]
