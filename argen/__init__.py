@@ -21,11 +21,12 @@ def create(preset: str, **overrides: Any):
     return registry.build(get_config(preset, overrides or None))
 
 
-def load(directory, map_location="cpu"):
-    """Load a model or pipeline saved by `argen.save` / `model.save_pretrained` from a local directory."""
+def load(directory, map_location="cpu", *, verify: bool = True):
+    """Load a model or pipeline saved by `argen.save` / `model.save_pretrained` from a local directory.
+    `verify=False` skips the weights' checksum and the finite-values check (faster for big models)."""
     from .saving import load as _load
 
-    return _load(directory, map_location=map_location)
+    return _load(directory, map_location=map_location, verify=verify)
 
 
 def save(model, directory):

@@ -36,8 +36,8 @@ class Config:
         return to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Config":
-        return from_dict(cls, data)
+    def from_dict(cls, data: dict[str, Any], *, require_all: bool = False) -> "Config":
+        return from_dict(cls, data, require_all=require_all)
 
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)
@@ -66,8 +66,27 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def from_dict(cls: type[Config], data: dict[str, Any], path: str = "") -> Config:
-    """dict -> config of `cls` (or of the registered subclass named by data["kind"])."""
+class MissingFieldsError(ConfigError):
+    """Fields absent from a config read with `require_all=True`; `paths` are their dotted names."""
+
+    def __init__(self, paths: list[str], owner: str):
+        self.paths, self.owner = list(paths), owner
+        super().__init__(f"missing field{'s' if len(paths) > 1 else ''} {', '.join(self.paths)} (of {owner}); "
+                         "a saved config lists every field")
+
+    def __reduce__(self):  # picklable (raised in a worker process) despite the two-argument constructor
+        return type(self), (self.paths, self.owner)
+
+
+def from_dict(cls: type[Config], data: dict[str, Any], path: str = "", *, require_all: bool = False) -> Config:
+    """dict -> config of `cls` (or of the registered subclass named by data["kind"]).
+
+    Lenient by default: an absent field takes its default, which is what CLI JSON and overrides want.
+    `require_all=True` (how a saved model's config.json is read) refuses any absent field, nested ones too,
+    with a `MissingFieldsError` naming each by its dotted path: a saved config lists every field
+    (`to_dict`), so an absent one means a damaged file, and today's default need not be the value the model
+    was trained with (a cosine VQ read as euclidean gives other token ids). Fields added in a later config
+    version are supplied by its migration step (`argen.migrations`), never by the default."""
     if not isinstance(data, dict):
         raise ConfigError(f"{path or cls.__name__}: expected an object of fields, got {type(data).__name__}")
     data = dict(data)
@@ -82,7 +101,15 @@ def from_dict(cls: type[Config], data: dict[str, Any], path: str = "") -> Config
             f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(_join(path, u) for u in unknown)} "
             f"for {cls.__name__}; allowed: {', '.join(sorted(fields))}"
         )
-    kwargs = {name: coerce(value, hints[name], _join(path, name)) for name, value in data.items()}
+    missing = [_join(path, name) for name in fields if name not in data] if require_all else []
+    kwargs = {}
+    for name, value in data.items():
+        try:
+            kwargs[name] = coerce(value, hints[name], _join(path, name), require_all=require_all)
+        except MissingFieldsError as e:  # gather every absent field of the file, not just the first group's
+            missing += e.paths
+    if missing:
+        raise MissingFieldsError(missing, cls.__name__)
     try:
         return cls(**kwargs)
     except ConfigError:
@@ -109,8 +136,9 @@ _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
 
-def coerce(value: Any, tp: Any, path: str) -> Any:
-    """Coerce `value` (from JSON or a CLI string) to the annotated type `tp`, or raise ConfigError."""
+def coerce(value: Any, tp: Any, path: str, *, require_all: bool = False) -> Any:
+    """Coerce `value` (from JSON or a CLI string) to the annotated type `tp`, or raise ConfigError.
+    `require_all` is passed to the `from_dict` of nested configs."""
     origin = get_origin(tp)
     if tp is Any:
         return value
@@ -119,13 +147,18 @@ def coerce(value: Any, tp: Any, path: str) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             if type(None) in args:
                 return None
+        absent = None
         for a in args:
             if a is type(None):
                 continue
             try:
-                return coerce(value, a, path)
+                return coerce(value, a, path, require_all=require_all)
+            except MissingFieldsError as e:  # the right member, incomplete: say so rather than "cannot read"
+                absent = absent or e
             except ConfigError:
                 pass  # try the next member of the union
+        if absent is not None:
+            raise absent
         raise ConfigError(f"{path}: cannot read {value!r} as {_type_name(tp)}")
     if origin is Literal:
         allowed = get_args(tp)
@@ -141,10 +174,10 @@ def coerce(value: Any, tp: Any, path: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise ConfigError(f"{path}: expected {len(args)} values for {_type_name(tp)}, got {len(value)}")
-            items = [coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
+            items = [coerce(v, a, f"{path}[{i}]", require_all=require_all) for i, (v, a) in enumerate(zip(value, args))]
         else:
             a = args[0] if args else Any
-            items = [coerce(v, a, f"{path}[{i}]") for i, v in enumerate(value)]
+            items = [coerce(v, a, f"{path}[{i}]", require_all=require_all) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if isinstance(value, str):
@@ -152,13 +185,13 @@ def coerce(value: Any, tp: Any, path: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected an object, got {value!r}")
         kt, vt = get_args(tp) or (Any, Any)
-        return {coerce(k, kt, path): coerce(v, vt, f"{path}.{k}") for k, v in value.items()}
+        return {coerce(k, kt, path): coerce(v, vt, f"{path}.{k}", require_all=require_all) for k, v in value.items()}
     if isinstance(tp, type) and issubclass(tp, Config):
         if isinstance(value, tp):
             return value
         if isinstance(value, str):
             value = _json_or_raise(value, path)
-        return from_dict(tp, value, path)
+        return from_dict(tp, value, path, require_all=require_all)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -278,4 +311,5 @@ def to_json(cfg: Config) -> str:
     return json.dumps({"kind": type(cfg).kind, **to_dict(cfg)}, indent=2, sort_keys=False)
 
 
-__all__ = ["Config", "CONFIG_VERSION", "to_dict", "from_dict", "coerce", "apply_overrides", "parse_assignment", "to_json"]
+__all__ = ["Config", "CONFIG_VERSION", "MissingFieldsError", "to_dict", "from_dict", "coerce", "apply_overrides",
+           "parse_assignment", "to_json"]

@@ -5,9 +5,14 @@ A migration step `@migration(v)` turns an *assembled* version-v model into versi
 config.json dict whose "config" holds the whole nested config (component folders already merged), `state`
 the full state dict (component keys prefixed by the component's name). Steps never guess: anything they
 cannot carry over faithfully is refused with a CheckpointError that says what to do.
+
+A saved config is read strictly (`from_dict(require_all=True)`): a field absent from the file is an error,
+never today's default. So a field added to a config class needs a new CONFIG_VERSION and a step here that
+writes the value the older version behaved as if it had, explicitly.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
@@ -61,11 +66,19 @@ def _generator_width(gen: dict[str, Any]) -> int:
     return int(gen.get("dim", 768))
 
 
+def _class_init_std(gen: dict[str, Any]) -> float:
+    """The std version 1 initialised the class table with, inside the generator: its `init_std` (LlamaGen
+    0.02), for next-scale None meaning VAR's sqrt(1 / (3 width))."""
+    std = gen.get("init_std", None if gen.get("kind") == "next-scale" else 0.02)
+    return float(std) if std is not None else math.sqrt(1 / (3 * _generator_width(gen)))
+
+
 @migration(1)
 def _split_class_conditioning(meta, state, source):
     """Version 2 moved class conditioning out of the generators into a conditioner, and the pipeline's
     sampling defaults into `sampling`; next-scale generators share the tokenizer's quantizer instead of
-    holding a copy; a tokenizer's training resolution is its config's `resolution`."""
+    holding a copy; a tokenizer's training resolution is its config's `resolution`. The fields new in version
+    2 (the conditioner's `init_std`, `sampling.cfg_interval`) get the values version 1 behaved as."""
     kind = meta["kind"]
     if kind in _V1_GENERATORS:
         raise CheckpointError(f"{source} is a {kind} generator saved alone by argen 0.1 (config version 1): its "
@@ -92,8 +105,9 @@ def _split_class_conditioning(meta, state, source):
     num_classes = gen.pop("num_classes", 1000)
     dropout = gen.pop("class_dropout", 0.1)
     conditioner = {"kind": "class", "dim": _generator_width(gen), "dropout": dropout, "num_classes": num_classes,
-                   "class_names": list(config.pop("class_names", []))}
-    sampling = {k: config.pop(k) for k in _V1_SAMPLING if k in config}
+                   "class_names": list(config.pop("class_names", [])), "init_std": _class_init_std(gen)}
+    # Version 1 pipelines had no guidance interval: guidance on every step.
+    sampling = {"cfg_interval": [0.0, 1.0], **{k: config.pop(k) for k in _V1_SAMPLING if k in config}}
     config = {"tokenizer": config.pop("tokenizer"), "conditioner": conditioner, "generator": gen,
               "sampling": sampling, **config}
     state = dict(state)

@@ -117,10 +117,12 @@ class Pipeline(nn.Module):
     save_pretrained = save
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> "Pipeline":
+    def load(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+             verify: bool = True) -> "Pipeline":
+        """`verify=False` skips the weights' checksums and the finite-values check (see argen.saving.load)."""
         from .saving import load
 
-        model = load(directory, map_location=map_location)
+        model = load(directory, map_location=map_location, verify=verify)
         if not isinstance(model, cls):
             raise CheckpointError(f"{directory} holds a {type(model).__name__}, not a pipeline; build one with "
                                   "Pipeline.from_parts(tokenizer, conditioner, generator) or `argen train`")

@@ -7,7 +7,7 @@ from torch import nn
 
 import argen
 from argen import registry
-from argen.config import Config, apply_overrides, from_dict, to_dict
+from argen.config import Config, MissingFieldsError, apply_overrides, from_dict, to_dict
 from argen.errors import CheckpointError, ConfigError
 from argen.saving import check_state_dict, load, save
 
@@ -135,8 +135,10 @@ def test_load_reports_mismatch_and_truncation(tmp_path):
     save(model, tmp_path / "t")
     w = tmp_path / "t" / "model.safetensors"
     w.write_bytes(w.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="changed since it was saved: corrupt or replaced"):
+        load(tmp_path / "t")  # the recorded checksum catches it first
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
-        load(tmp_path / "t")
+        load(tmp_path / "t", verify=False)
     with pytest.raises(CheckpointError, match="config.json not found"):
         load(tmp_path / "nothing")
 
@@ -153,3 +155,42 @@ def test_check_state_dict_shape_report():
 def test_registry_rejects_unknown_kind():
     with pytest.raises(ConfigError, match="unknown kind"):
         registry.config_class("definitely-not-a-kind")
+
+
+# ----------------------------------------------------------------------------- strict reading (saved configs)
+
+@dataclass(frozen=True, kw_only=True)
+class _Plain(Config):  # a plain nested group (no kind)
+    a: int = 1
+    b: float = 2.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class _NestedConfig(Config):
+    part: _PartConfig = field(default_factory=_PartA)
+    maybe: _Plain | None = None
+    parts: tuple[_Plain, ...] = ()
+    top: int = 0
+
+
+def test_require_all_names_every_absent_field_by_its_dotted_path():
+    data = to_dict(_NestedConfig(maybe=_Plain(), parts=(_Plain(), _Plain())))
+    assert from_dict(_NestedConfig, data, require_all=True) == _NestedConfig(maybe=_Plain(), parts=(_Plain(), _Plain()))
+    del data["top"], data["part"]["act"], data["maybe"]["b"]
+    with pytest.raises(MissingFieldsError) as e:
+        from_dict(_NestedConfig, data, require_all=True)
+    assert sorted(e.value.paths) == ["maybe.b", "part.act", "top"]  # inside an Optional too, not "cannot read"
+    assert isinstance(e.value, ConfigError) and "missing fields" in str(e.value)
+    del data["parts"][1]["a"]
+    with pytest.raises(MissingFieldsError, match=r"parts\[1\]\.a"):
+        _NestedConfig.from_dict(data, require_all=True)
+    lenient = from_dict(_NestedConfig, data)  # the default: absent fields take their defaults
+    assert lenient.top == 0 and lenient.part.act == "relu" and lenient.maybe.b == 2.0
+
+
+@pytest.mark.parametrize("name", argen.list_presets())
+def test_every_preset_writes_every_field_nested_ones_too(name):
+    from argen.presets import get_config
+
+    cfg = get_config(name)
+    assert from_dict(type(cfg), to_dict(cfg), require_all=True) == cfg

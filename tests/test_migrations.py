@@ -104,3 +104,23 @@ def test_newer_versions_are_refused(tmp_path):
     (tmp_path / "t" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="newer than this argen"):
         argen.load(tmp_path / "t")
+
+
+def test_version_1_is_read_strictly_with_the_new_fields_supplied_by_the_migration(tmp_path):
+    # Version 2 added the conditioner's init_std and sampling.cfg_interval: the migration writes the values
+    # version 1 behaved as (the generator's class-table init; guidance on every step), not today's defaults.
+    import math
+
+    meta = json.loads((V1 / "next-scale" / "config.json").read_text())
+    assert "weights_sha256" not in meta  # version 1 recorded no checksum: loads without one
+    pipe = argen.load(V1 / "next-scale")
+    assert pipe.conditioner.config.init_std == math.sqrt(1 / (3 * pipe.generator.config.width))  # VAR's init
+    assert pipe.config.sampling.cfg_interval == (0.0, 1.0)
+    assert argen.load(V1 / "raster").conditioner.config.init_std == 0.02  # LlamaGen's
+    # a field version 1 did write, missing from the file, is refused, not defaulted
+    shutil.copytree(V1 / "raster", tmp_path / "p")
+    meta = json.loads((V1 / "raster" / "config.json").read_text())
+    del meta["config"]["tokenizer"]["quantizer"]["metric"]
+    (tmp_path / "p" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"p/config.json lacks tokenizer.quantizer.metric\. A saved config"):
+        argen.load(tmp_path / "p")

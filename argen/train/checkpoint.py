@@ -13,8 +13,10 @@ Python containers are stored, so it loads with `torch.load(weights_only=True)` â
 
 Writes go to a temp file that is renamed over the target (`argen.saving.atomic_path`), then `latest` is
 rewritten the same way, then old checkpoints beyond `keep` are deleted. A crash at any point leaves the
-previous checkpoint and pointer intact. A checkpoint damaged later (disk, copy) fails to load with a
-`CheckpointError` that names the other checkpoints to resume from instead.
+previous checkpoint and pointer intact; a full disk raises a one-line `DiskFullError` that names the
+checkpoint to resume from. A writer killed mid-way (kill -9) leaves only its temp file, which
+`remove_stale_temps` deletes when a Trainer next starts in the directory. A checkpoint damaged later (disk,
+copy) fails to load with a `CheckpointError` that names the other checkpoints to resume from instead.
 """
 from __future__ import annotations
 
@@ -26,8 +28,8 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError
-from ..saving import atomic_path, atomic_write_text
+from ..errors import CheckpointError, DiskFullError
+from ..saving import atomic_torch_save, atomic_write_text, remove_stale_temps
 
 FORMAT = "argen-train"
 VERSION = 1
@@ -73,14 +75,25 @@ def save_checkpoint(directory: str | Path, state: dict[str, Any], keep: int = 0)
         raise ValueError(f"checkpoint state lacks {missing}")
     directory = Path(directory)
     path = checkpoint_path(directory, int(state["step"]))
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    atomic_write_text(directory / LATEST, path.name + "\n")
+    try:
+        atomic_torch_save(state, path)
+        atomic_write_text(directory / LATEST, path.name + "\n")
+    except DiskFullError as e:
+        previous = find_latest(directory)
+        hint = (f"; the run can resume from {previous} (older checkpoints can be deleted, or keep_checkpoints "
+                "lowered, to make room)" if previous is not None else "")
+        raise DiskFullError(f"{e}{hint}", errno=e.errno) from None
     if keep > 0:
         for old in list_checkpoints(directory)[:-keep]:
             if old != path:
                 old.unlink(missing_ok=True)
     return path
+
+
+def remove_stale_temps_of_run(out_dir: str | Path) -> list[Path]:
+    """Delete the temp files that writers killed mid-write left in the run directory and its checkpoint
+    directory (complete checkpoints, `latest` and live writers' temps are never touched); returns them."""
+    return remove_stale_temps(checkpoint_dir(out_dir)) + remove_stale_temps(out_dir)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

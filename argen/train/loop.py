@@ -78,10 +78,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import __version__
 from ..errors import ArgenError, CheckpointError, ConfigError
-from ..saving import atomic_write_text, load_state_dict_checked
+from ..saving import atomic_write_text, disk_full_error, load_state_dict_checked
 from ..types import LossOutput
 from .callbacks import Callback
-from .checkpoint import FORMAT, VERSION, checkpoint_dir, find_latest, list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoint import (FORMAT, VERSION, checkpoint_dir, find_latest, list_checkpoints, load_checkpoint,
+                         remove_stale_temps_of_run, save_checkpoint)
 from .config import RESUME_MUTABLE, TrainConfig
 from .distributed import Distributed
 from .ema import EMA
@@ -179,6 +180,8 @@ class Trainer:
         self._tb = None
 
         ckpts = checkpoint_dir(self.out_dir)
+        if self.is_main:  # temp files of a write killed mid-way (kill -9): never complete, never renamed
+            remove_stale_temps_of_run(self.out_dir)
         if resume is True:
             latest = find_latest(ckpts)
             if latest is not None:
@@ -418,8 +421,15 @@ class Trainer:
 
     @staticmethod
     def _append(f, record: dict[str, Any]) -> None:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
+        try:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+        except OSError as e:  # a full disk: say which log and how much space, in one line
+            err = disk_full_error(e, Path(f.name), f"the line of step {record['step']} is missing (a resumed run "
+                                  "drops a torn last line)")
+            if err is None:
+                raise
+            raise err from None
 
     def _open_outputs(self) -> None:
         if not self.is_main:
@@ -433,10 +443,17 @@ class Trainer:
             self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
 
     def _close_outputs(self) -> None:
-        for f in (self._log_file, self._eval_file, self._tb):
-            if f is not None:
-                f.close()
-        self._log_file = self._eval_file = self._tb = None
+        files, self._log_file, self._eval_file, self._tb = (self._log_file, self._eval_file, self._tb), None, None, None
+        failed = None
+        for f in files:
+            try:
+                if f is not None:
+                    f.close()  # flushes what a full disk refused before: fails the same way, and closes anyway
+            except OSError as e:
+                failed = failed or disk_full_error(e, Path(getattr(f, "name", self.out_dir)), "its last line is "
+                                                   "missing (a resumed run drops a torn last line)") or e
+        if failed is not None:
+            raise failed from None
 
     def _truncate_logs(self) -> None:
         """Drop log lines past the resumed step (a crash after the last checkpoint) and torn last lines."""
