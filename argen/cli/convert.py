@@ -16,7 +16,7 @@ from . import HelpFormatter
 from ._common import say
 
 COMMAND = "convert"
-HELP = "convert official checkpoints (LlamaGen, ...) into an argen pipeline directory"
+HELP = "convert official checkpoints (LlamaGen, VAR, MAR) into an argen pipeline directory"
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,41 @@ def _convert_var(args: argparse.Namespace) -> int:
     from ..interop.var import convert_pipeline
 
     pipe, notes = convert_pipeline(args.tokenizer, args.generator)
+    out = save(pipe, args.out)
+    for line in notes:
+        say(line)
+    say(f"wrote {out} (load with argen.load('{out}'); sample with `argen sample {out}`)")
+    return 0
+
+
+# ----------------------------------------------------------------------------- MAR
+
+def _mar_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tokenizer", required=True, metavar="CKPT", help="MAR's KL-16 VAE, kl16.ckpt ({'model': sd})")
+    p.add_argument("--generator", required=True, metavar="PTH",
+                   help="official MAR checkpoint-last.pth (model / model_ema / args; only argparse.Namespace is "
+                        "allow-listed when unpickling)")
+    p.add_argument("--preset", default="mar-b", help="MAR preset with the official architecture: mar-b, mar-l, mar-h")
+    p.add_argument("--weights", default="ema", choices=["ema", "model"],
+                   help="the EMA weights (what the official evaluation uses) or the raw training weights")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a generator config value (generator.* or a bare key) (repeatable)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output pipeline directory")
+
+
+@source("mar", "MAR KL-16 VAE + masked autoregressive transformer with its diffusion head (LTH14/mar)", _mar_arguments)
+def _convert_mar(args: argparse.Namespace) -> int:
+    from .. import save
+    from ..interop.mar import convert_pipeline
+    from ..train.recipes import route_overrides
+
+    groups = route_overrides(args.overrides, "generator")
+    others = [i for g, items in groups.items() if g != "generator" for i in items]
+    if others:
+        raise ValueError(f"--set {others[0]}: `convert mar` takes generator overrides only")
+    over = [i[len("generator."):] for i in groups["generator"]]
+    pipe, notes = convert_pipeline(args.tokenizer, args.generator, preset=args.preset, overrides=over or None,
+                                   which="model_ema" if args.weights == "ema" else "model")
     out = save(pipe, args.out)
     for line in notes:
         say(line)

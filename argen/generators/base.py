@@ -27,14 +27,12 @@ from ..types import Conditioning, LossOutput, TokenLayout
 @dataclass(frozen=True, kw_only=True)
 class GeneratorConfig(Config):
     """Base of every generator config: what tokens it models. `scales` are the token grids (h, w) (one entry
-    for single-scale paradigms). Conditioning (classes, text) is the conditioner's config, not this one."""
+    for single-scale paradigms). Conditioning (classes, text) is the conditioner's config, not this one.
+    Discrete generators add a `vocab_size` (DiscreteGeneratorConfig); continuous ones a token width."""
 
-    vocab_size: int = 16384
     scales: tuple[tuple[int, int], ...] = ((16, 16),)
 
     def __post_init__(self):
-        if self.vocab_size < 2:
-            raise ValueError(f"vocab_size must be >= 2 (the tokenizer's codebook size), got {self.vocab_size}")
         if not self.scales or any(len(s) != 2 or s[0] < 1 or s[1] < 1 for s in self.scales):
             raise ValueError(f"scales must list token grids (h, w) with h, w >= 1, e.g. [[16, 16]]; got {self.scales}")
 
@@ -48,12 +46,28 @@ class GeneratorConfig(Config):
 
     @property
     def layout(self) -> TokenLayout:
-        return TokenLayout(scales=tuple(tuple(s) for s in self.scales), vocab_size=self.vocab_size)
+        raise NotImplementedError
 
     @property
     def cond_dim(self) -> int:
         """Width of the Conditioning this generator reads (its conditioner's `dim`)."""
         raise NotImplementedError
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiscreteGeneratorConfig(GeneratorConfig):
+    """A generator of token ids from a codebook of `vocab_size` codes."""
+
+    vocab_size: int = 16384
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size < 2:
+            raise ValueError(f"vocab_size must be >= 2 (the tokenizer's codebook size), got {self.vocab_size}")
+
+    @property
+    def layout(self) -> TokenLayout:
+        return TokenLayout(scales=tuple(tuple(s) for s in self.scales), vocab_size=self.vocab_size)
 
 
 class Generator(nn.Module):
@@ -90,7 +104,7 @@ class Generator(nn.Module):
             problems.append(f"tokens per position {layout.tokens_per_position} vs {mine.tokens_per_position}")
         if problems:
             raise ConfigError("tokenizer and generator disagree: " + "; ".join(problems)
-                              + ". Set the generator's scales/vocab_size to the tokenizer's layout "
+                              + ". Set the generator's scales / vocab_size / token width to the tokenizer's layout "
                               "(e.g. --set generator.vocab_size=...).")
 
     def check_conditioner(self, conditioner: nn.Module) -> None:

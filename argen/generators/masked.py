@@ -25,11 +25,11 @@ from ..nn import Linear, Trunk, make_norm
 from ..registry import register
 from ..sampling.schedules import MASK_SCHEDULES, MaskSchedule, mask_ratio
 from ..types import Conditioning, LossOutput
-from .base import Generator, GeneratorConfig
+from .base import DiscreteGeneratorConfig, Generator
 
 
 @dataclass(frozen=True, kw_only=True)
-class MaskedConfig(GeneratorConfig):
+class MaskedConfig(DiscreteGeneratorConfig):
     """MaskGIT transformer. Defaults are MaskGIT's class-conditional model (24 layers, 768 wide, 16 heads, MLP
     3072, dropout 0.1) on a 16x16 grid of 1024 codes."""
 

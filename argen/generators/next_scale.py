@@ -38,7 +38,7 @@ from ..registry import register
 from ..tokenizers.quantizers.base import QuantizerConfig
 from ..tokenizers.quantizers.msvq import VAR_SCALES_256, MSVQConfig
 from ..types import Conditioning, LossOutput
-from .base import Generator, GeneratorConfig
+from .base import DiscreteGeneratorConfig, Generator
 
 
 def _default_quantizer() -> QuantizerConfig:
@@ -46,7 +46,7 @@ def _default_quantizer() -> QuantizerConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class NextScaleConfig(GeneratorConfig):
+class NextScaleConfig(DiscreteGeneratorConfig):
     """VAR transformer. `dim`/`num_heads` None follow VAR's size rule (64 * depth, depth heads);
     `drop_path` None is VAR's 0.1 * depth / 24. Defaults are VAR-d16 on 256px (310M parameters)."""
 

@@ -15,7 +15,7 @@ from ..config import Config, apply_overrides
 from ..errors import ConfigError
 
 # The preset modules, imported explicitly (a missing or renamed module fails loudly).
-PRESET_MODULES = ("tokenizers", "raster", "random_order", "pixel", "next_scale", "masked", "pipelines")
+PRESET_MODULES = ("tokenizers", "raster", "random_order", "pixel", "next_scale", "masked", "mar", "pipelines")
 
 
 @dataclass(frozen=True)

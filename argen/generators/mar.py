@@ -1,0 +1,208 @@
+"""Masked autoregression over continuous tokens with a per-token diffusion head: MAR (Li et al., "Autoregressive
+Image Generation without Vector Quantization", https://arxiv.org/abs/2406.11838).
+
+Tokens are the KL-VAE's latents (B, L, token_dim). An MAE-style pair of bidirectional transformers maps the
+tokens known so far to one condition vector per position:
+
+    encoder  z_proj(x) with `buffer_size` leading positions holding the conditioner's vector (the class
+             embedding; its null row is MAR's `fake_latent`), + a learned position embedding, LayerNorm, then only
+             the buffer and the *known* tokens go through the encoder blocks (fully sparse, as MAE)
+    decoder  decoder_embed, scattered back into a full grid whose unknown slots hold `mask_token`, + a second
+             position embedding, the decoder blocks, the buffer dropped, + a third position embedding
+             (`diffusion_pos_embed_learned`) -> z (B, L, dim)
+
+and the diffusion head (`argen/heads/diffusion.py`) models p(x_i | z_i). Training masks, per batch, a count drawn
+from a truncated normal (mean 1, std 0.25, in [mask_ratio_min, 1]) of positions taken from a random order per
+image; the loss is the head's Diffusion Loss on the masked positions. Sampling (random order, cosine schedule,
+linear CFG on the head's noise prediction) is the MAR sampler's (`argen/sampling/samplers/mar.py`).
+
+Parameter names follow the official code (`z_proj`, `z_proj_ln`, `encoder_pos_embed_learned`, `encoder_blocks`,
+`encoder_norm`, `decoder_embed`, `mask_token`, `decoder_pos_embed_learned`, `decoder_blocks`, `decoder_norm`,
+`diffusion_pos_embed_learned`); the blocks are argen's (timm's `norm1`, `attn.qkv`, `attn.proj`, `norm2`,
+`mlp.fc1/fc2` map onto `attention_norm`, `attention.wqkv`, `attention.wo`, `ffn_norm`, `feed_forward.fc1/fc2`),
+the head is `head` (official `diffloss`), and the class table with `fake_latent` is the class conditioner's.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..heads.diffusion import DiffusionHead, DiffusionHeadConfig
+from ..nn import LayerNorm, Trunk
+from ..registry import register
+from ..types import Conditioning, LossOutput, TokenLayout
+from .base import Generator, GeneratorConfig
+from .random_order import random_orders
+
+
+@dataclass(frozen=True, kw_only=True)
+class MARConfig(GeneratorConfig):
+    """MAR transformer. Defaults are MAR-B on KL-16 latents at 256 px (16x16 tokens of 16 dims): 12 + 12
+    blocks, 768 wide, 12 heads, 64 buffer positions, a 6 x 1024 diffusion head."""
+
+    scales: tuple[tuple[int, int], ...] = ((16, 16),)
+    token_dim: int = 16
+    dim: int = 768
+    encoder_depth: int = 12
+    decoder_depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    buffer_size: int = 64
+    norm_eps: float = 1e-6
+    attn_dropout: float = 0.1
+    proj_dropout: float = 0.1
+    mask_ratio_min: float = 0.7  # training mask ratio ~ truncated N(1, 0.25) on [mask_ratio_min, 1]
+    head: DiffusionHeadConfig = field(default_factory=DiffusionHeadConfig)
+    num_steps: int = 64  # sampling default: AR steps (MAR reports FIDs with 256, "fast" with 64)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if len(self.scales) != 1:
+            raise ValueError(f"MAR models one token grid; got scales {self.scales}")
+        for name in ("token_dim", "dim", "encoder_depth", "decoder_depth", "num_heads", "buffer_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
+        if self.mlp_ratio <= 0:
+            raise ValueError(f"mlp_ratio must be > 0 (MAR uses 4), got {self.mlp_ratio}")
+        for name in ("attn_dropout", "proj_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0.0 < self.mask_ratio_min <= 1.0:
+            raise ValueError(f"mask_ratio_min must be in (0, 1] (MAR uses 0.7), got {self.mask_ratio_min}")
+        if self.head.token_dim != self.token_dim or self.head.cond_dim != self.dim:
+            raise ValueError(f"head.token_dim / head.cond_dim ({self.head.token_dim} / {self.head.cond_dim}) must equal "
+                             f"token_dim / dim ({self.token_dim} / {self.dim}); set them together")
+        if not 1 <= self.num_steps <= self.num_tokens:
+            raise ValueError(f"num_steps must be in [1, {self.num_tokens}] (the token count), got {self.num_steps}")
+
+    @property
+    def cond_dim(self) -> int:
+        return self.dim
+
+    @property
+    def layout(self) -> TokenLayout:
+        return TokenLayout(scales=tuple(tuple(s) for s in self.scales), latent_dim=self.token_dim)
+
+
+def _trunc_normal_ratio(low: float, rng: torch.Generator | None, device: torch.device) -> float:
+    """One draw of N(1, 0.25) truncated to [low, 1] (inverse CDF: MAR's `stats.truncnorm`)."""
+    a, b = torch.tensor([(low - 1.0) / 0.25, 0.0], dtype=torch.float64)
+    cdf = lambda v: 0.5 * (1 + torch.erf(v / math.sqrt(2)))  # noqa: E731
+    u = torch.rand((), generator=rng, device=rng.device if rng is not None else device).double().cpu()
+    return float(1.0 + 0.25 * torch.special.ndtri(cdf(a) + u * (cdf(b) - cdf(a))))
+
+
+@register("mar", MARConfig)
+class MARGenerator(Generator):
+    """MAR: bidirectional encoder/decoder over the known continuous tokens + a diffusion head per token."""
+
+    config: MARConfig
+
+    def __init__(self, config: MARConfig):
+        super().__init__(config)
+        c = config
+        L, P, D = c.num_tokens, c.buffer_size, c.dim
+        blocks = dict(mlp="gelu", norm="layer", norm_eps=c.norm_eps, qkv_bias=True, out_bias=True,
+                      attn_dropout=c.attn_dropout, resid_dropout=c.proj_dropout, rotary=False)
+        hidden = round(D * c.mlp_ratio)
+        self.z_proj = nn.Linear(c.token_dim, D)
+        self.z_proj_ln = LayerNorm(D, c.norm_eps)
+        self.encoder_pos_embed_learned = nn.Parameter(torch.zeros(1, P + L, D))
+        self.encoder_blocks = Trunk(D, c.encoder_depth, c.num_heads, hidden, **blocks)
+        self.encoder_norm = LayerNorm(D, c.norm_eps)
+        self.decoder_embed = nn.Linear(D, D)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, D))
+        self.decoder_pos_embed_learned = nn.Parameter(torch.zeros(1, P + L, D))
+        self.decoder_blocks = Trunk(D, c.decoder_depth, c.num_heads, hidden, **blocks)
+        self.decoder_norm = LayerNorm(D, c.norm_eps)
+        self.diffusion_pos_embed_learned = nn.Parameter(torch.zeros(1, L, D))
+        self.head = DiffusionHead(c.head)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """MAR's init: xavier-uniform linears with zero biases, N(0, 0.02) position embeddings and mask token,
+        unit LayerNorms; the head initialises itself (AdaLN-zero)."""
+        for name, m in self.named_modules():
+            if name.startswith("head"):
+                continue
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm) and m.weight is not None:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        for p in (self.encoder_pos_embed_learned, self.decoder_pos_embed_learned, self.diffusion_pos_embed_learned,
+                  self.mask_token):
+            nn.init.normal_(p, std=0.02)
+
+    # ------------------------------------------------------------------ network
+
+    def _check_latents(self, tokens: Tensor) -> None:
+        c = self.config
+        if tokens.dim() != 3 or tokens.shape[1:] != (c.num_tokens, c.token_dim) or not tokens.is_floating_point():
+            raise ValueError(f"MAR tokens must be float (B, {c.num_tokens}, {c.token_dim}) latents (the KL-VAE's "
+                             f"layout); got {tuple(tokens.shape)} {tokens.dtype}")
+
+    def condition(self, tokens: Tensor, known: Tensor, c: Conditioning) -> Tensor:
+        """Condition vectors z (B, L, dim) for every position, from the `known` (B, L) bool tokens (B, L, d)."""
+        self._check_latents(tokens)
+        self._check_conditioning(c, tokens.shape[0])
+        cfg = self.config
+        B, L, P = tokens.shape[0], cfg.num_tokens, cfg.buffer_size
+        x = self.z_proj(tokens.to(self.z_proj.weight.dtype))  # (B, L, D)
+        buffer = c.vector.to(x.dtype)[:, None].expand(B, P, -1)  # the conditioner's vector in every buffer slot
+        x = self.z_proj_ln(torch.cat([buffer, x], dim=1) + self.encoder_pos_embed_learned)  # (B, P + L, D)
+        keep = torch.cat([known.new_ones(B, P), known], dim=1)  # (B, P + L): buffers and known tokens
+        counts = keep.sum(dim=1)
+        if bool((counts == counts[0]).all()):  # the usual case: as many known tokens in every row -> drop the rest
+            enc = x[keep].view(B, int(counts[0]), -1)  # (B, P + K, D)
+            enc = self.encoder_norm(self.encoder_blocks(enc, mask="full"))
+            dec = self.decoder_embed(enc)
+            full = self.mask_token.to(dec.dtype).expand(B, P + L, -1).clone()
+            full[keep] = dec.reshape(-1, dec.shape[-1])
+        else:  # rows know different counts (editing): run every slot, unknown ones never attended to
+            attend = keep[:, None, None, :]  # (B, 1, 1, P + L) key mask
+            enc = self.encoder_norm(self.encoder_blocks(x, mask=attend))
+            full = torch.where(keep[..., None], self.decoder_embed(enc), self.mask_token.to(enc.dtype))
+        z = self.decoder_norm(self.decoder_blocks(full + self.decoder_pos_embed_learned, mask="full"))
+        return z[:, P:] + self.diffusion_pos_embed_learned  # (B, L, D)
+
+    def forward(self, tokens: Tensor, c: Conditioning, known: Tensor | None = None) -> Tensor:
+        """Condition vectors z (B, L, dim) given the tokens marked `known` (default: all known)."""
+        if known is None:
+            known = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        return self.condition(tokens, known, c)
+
+    def training_mask(self, batch_size: int, rng: torch.Generator | None, device: torch.device,
+                      order: Tensor | None = None, num_masked: int | None = None) -> Tensor:
+        """(B, L) bool: the first `num_masked` positions of each image's order (drawn from `rng` when absent)."""
+        L = self.config.num_tokens
+        if order is None:
+            order = random_orders(batch_size, L, rng, device)
+        elif order.shape != (batch_size, L):
+            raise ValueError(f"order must be (B, L) = ({batch_size}, {L}) permutations, got {tuple(order.shape)}")
+        if num_masked is None:
+            num_masked = math.ceil(L * _trunc_normal_ratio(self.config.mask_ratio_min, rng, device))
+        if not 1 <= num_masked <= L:
+            raise ValueError(f"num_masked must be in [1, {L}], got {num_masked}")
+        ranks = order.argsort(dim=1)  # position -> index in the order
+        return ranks.to(device) < num_masked
+
+    def loss(self, tokens: Tensor, c: Conditioning, *, rng: torch.Generator | None = None,
+             order: Tensor | None = None, num_masked: int | None = None, timesteps: Tensor | None = None,
+             noise: Tensor | None = None) -> LossOutput:
+        """Diffusion Loss on the masked positions. Randomness (order, mask count, diffusion timesteps and noise)
+        comes from `rng`, or explicitly (as the official code draws them: parity tests)."""
+        self._check_latents(tokens)
+        mask = self.training_mask(tokens.shape[0], rng, tokens.device, order, num_masked)
+        z = self.condition(tokens, ~mask, c)
+        out = self.head.loss(z, tokens, mask, rng=rng, timesteps=timesteps, noise=noise)
+        out.metrics["mask_ratio"] = mask.float().mean().detach()
+        return out

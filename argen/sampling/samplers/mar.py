@@ -1,0 +1,131 @@
+"""MAR decoding (https://arxiv.org/abs/2406.11838): continuous tokens revealed in a random order, a cosine
+number per step, each drawn by the diffusion head.
+
+One order per image is fixed in advance (random, not confidence-based as in MaskGIT). At step k of K the
+positions still masked after the step are the first m_{k+1} = clip(floor(U0 cos(pi/2 (k+1)/K)), 1, m_k - 1)
+of the order (U0 = the tokens unknown at the start: 256 for a fresh 16x16 grid), the step predicts the ones
+between, and the last step predicts everything left. Every step re-runs the network on the current state (it is
+bidirectional: no KV cache) and the head only on the positions being revealed, with temperature on the head's
+noise and classifier-free guidance on its noise prediction. MAR's linear guidance is the shared
+cfg_schedule="linear" with this sampler's progress: the fraction decided *after* the step, (U0 - m_{k+1}) / U0
+(so the last step uses 1 + (s - 1)(U0 - 1) / U0, as the official code).
+
+Options: `num_steps` (K, default the config's), `order` ("random" from the sampling rng, "raster", an int seed
+or a permutation), `diffusion_steps` (the head's respaced denoising steps; default the head config's 100).
+Editing puts the known positions at the end of the order, which is revealed first, so they are context from the
+first step.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ...types import Conditioning
+from .base import DecodeOptions, Force, Sampler, State, register_sampler
+from .random_order import OrderSpec, resolve_order
+
+
+@dataclass(frozen=True)
+class MAROptions(DecodeOptions):
+    num_steps: int = 64
+    order: OrderSpec = "random"
+    diffusion_steps: int | None = None  # None: the head config's sampling_steps
+
+    def __post_init__(self):
+        if isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int) or self.num_steps < 1:
+            raise ValueError(f"num_steps must be an integer >= 1 (MAR: 64 fast, 256 for FID), got {self.num_steps}")
+        if isinstance(self.order, str) and self.order not in ("random", "raster"):
+            raise ValueError(f"unknown decoding order {self.order!r}; use 'random', 'raster', an int seed or a "
+                             "permutation")
+        if self.diffusion_steps is not None and (isinstance(self.diffusion_steps, bool)
+                                                 or not isinstance(self.diffusion_steps, int)
+                                                 or self.diffusion_steps < 2):
+            raise ValueError(f"diffusion_steps must be an integer >= 2 (MAR samples with 100), got "
+                             f"{self.diffusion_steps}")
+
+
+@dataclass
+class MARState(State):
+    c: Conditioning  # R rows
+    order: Tensor  # (B, L) position revealed at each order index: the end of the order is revealed first
+    initial_unknown: Tensor | None = None  # (B,)
+    to_predict: Tensor | None = None  # (B, L) bool: positions this step reveals (set by predict)
+    masked_after: Tensor | None = None  # (B,) the count MAR's schedule keeps masked after this step (for CFG)
+
+
+@register_sampler("mar")
+class MARSampler(Sampler):
+    Options = MAROptions
+
+    @classmethod
+    def default_options(cls, generator) -> MAROptions:
+        return MAROptions(num_steps=generator.config.num_steps)
+
+    def head_kwargs(self, state: MARState) -> dict:
+        return {} if self.options.diffusion_steps is None else {"num_steps": self.options.diffusion_steps}
+
+    def begin(self, c: Conditioning, batch_size: int, rng: torch.Generator) -> MARState:
+        gen = self.gen
+        rows = self._rows(c, batch_size)
+        cfg, device = gen.config, gen.device
+        if self.options.num_steps > cfg.num_tokens:
+            raise ValueError(f"num_steps must be in [1, {cfg.num_tokens}] (the token count); got {self.options.num_steps}")
+        tokens = torch.zeros(batch_size, cfg.num_tokens, cfg.token_dim, dtype=gen.dtype, device=device)
+        known = torch.zeros(batch_size, cfg.num_tokens, dtype=torch.bool, device=device)
+        order = resolve_order(self.options.order, batch_size, cfg.num_tokens, rng, device)
+        return MARState(tokens, known, step=0, num_steps=self.options.num_steps, rows=rows, c=c, order=order)
+
+    def _repeat(self, state: MARState, t: Tensor) -> Tensor:
+        return t.repeat(state.rows // state.batch_size, *([1] * (t.dim() - 1)))
+
+    def _plan(self, state: MARState) -> None:
+        """This step's positions to reveal and the masked count after it (MAR's schedule)."""
+        unknown = ~state.known
+        left = unknown.sum(dim=1)  # (B,)
+        if state.initial_unknown is None:
+            state.initial_unknown = left.clone()
+        k, K = state.step, state.num_steps
+        target = torch.floor(state.initial_unknown.double() * math.cos(math.pi / 2 * (k + 1) / K)).long()
+        masked_after = torch.maximum(torch.ones_like(left), torch.minimum(left - 1, target))
+        # the order lists unknown positions first: the first `masked_after` of them stay masked
+        ranks = state.order.argsort(dim=1)  # position -> index in the order
+        stay = ranks < masked_after[:, None]
+        state.to_predict = unknown if k + 1 >= K else unknown & ~stay
+        state.masked_after = masked_after
+
+    def predict(self, state: MARState, rng: torch.Generator) -> Tensor:
+        """Condition vectors (R * k, dim) of the positions this step reveals, rows [cond ...; uncond ...]."""
+        self._plan(state)
+        z = self.gen.condition(self._repeat(state, state.tokens), self._repeat(state, state.known), state.c)
+        return z[self._repeat(state, state.to_predict)]
+
+    def progress(self, state: MARState) -> float:
+        """The fraction decided after this step (MAR's linear CFG ramp); requires predict to have run."""
+        if state.masked_after is None:
+            return 0.0
+        u0, m = state.initial_unknown.double(), state.masked_after.double()
+        return float(((u0 - m) / u0.clamp(min=1)).mean())
+
+    def commit(self, state: MARState, tokens: Tensor, scores: Tensor, *, rng: torch.Generator,
+               cfg_scale: float) -> None:
+        state.tokens[state.to_predict] = tokens.to(state.tokens.dtype)
+        state.known |= state.to_predict
+        state.step += 1
+
+    def force(self, state: MARState, force: Force) -> None:
+        """Known positions keep their tokens; before the first step each order is re-arranged so the known
+        positions come last (the end of the order is revealed first): they are context from the first step."""
+        if state.step == 0 and state.initial_unknown is None:
+            unknown_first = force.mask.gather(1, state.order).long().argsort(dim=1, stable=True)  # (B, L)
+            state.order = state.order.gather(1, unknown_first)
+        super().force(state, Force(force.tokens.to(state.tokens.dtype), force.mask))
+
+    def targets(self, state: MARState, tokens: Tensor) -> Tensor:
+        return tokens[state.to_predict]
+
+    def reference(self, state: MARState, c: Conditioning) -> Tensor:
+        z = self.gen(self._repeat(state, state.tokens), c, self._repeat(state, state.known))
+        return z[self._repeat(state, state.to_predict)]
