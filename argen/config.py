@@ -22,8 +22,9 @@ from . import registry
 from .errors import ConfigError
 
 # Version 2: pipelines saved as component folders (tokenizer/, conditioner/, generator/), class conditioning
-# moved out of the generators into a conditioner; `argen.saving` migrates version-1 directories on load.
-CONFIG_VERSION = 2
+# moved out of the generators into a conditioner. Version 3: raster generators' `cond_mode`. `argen.saving`
+# migrates older directories on load (`argen.migrations`).
+CONFIG_VERSION = 3
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

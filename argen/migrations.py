@@ -124,3 +124,18 @@ def _split_class_conditioning(meta, state, source):
                                       "migrated without changing its samples. Re-save it with argen 0.1 after "
                                       "re-binding the generator to the tokenizer")
     return {**meta, "config": config}, state
+
+
+# ----------------------------------------------------------------------------- 2 -> 3
+
+@migration(2)
+def _raster_cond_mode(meta, state, source):
+    """Version 3 lets a raster generator read its condition by cross-attention or AdaLN (`cond_mode`); every
+    version-2 raster generator read it as a prefix."""
+    config = meta["config"]
+    if meta["kind"] == "raster":
+        return {**meta, "config": {"cond_mode": "prefix", **config}}, state
+    gen = config.get("generator") if meta["kind"] == "pipeline" else None
+    if isinstance(gen, dict) and gen.get("kind") == "raster":
+        return {**meta, "config": {**config, "generator": {"cond_mode": "prefix", **gen}}}, state
+    return meta, state

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything argen needs on a fresh machine (idempotent): Python packages, offline datasets.
-# Usage: scripts/setup.sh            (core + eval + dev extras)
+# Usage: scripts/setup.sh            (core + eval + text + dev extras)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -20,8 +20,8 @@ if ! $PY -c "import torch, torchvision" 2>/dev/null; then
 fi
 
 # 2. argen itself, editable, with the evaluator and test extras.
-log "installing argen[eval,dev]"
-$PY -m pip install -q -e ".[eval,dev]"
+log "installing argen[eval,text,dev]"
+$PY -m pip install -q -e ".[eval,text,dev]"
 
 # 3. Fashion-MNIST from Debian (IDX files under /usr/share/datasets/fashion-mnist/).
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then

@@ -124,3 +124,24 @@ def test_version_1_is_read_strictly_with_the_new_fields_supplied_by_the_migratio
     (tmp_path / "p" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"p/config.json lacks tokenizer.quantizer.metric\. A saved config"):
         argen.load(tmp_path / "p")
+
+
+def test_version_2_raster_pipelines_read_their_condition_as_a_prefix(tmp_path):
+    """Version 3 added the raster generator's cond_mode; a version-2 directory (no such field) loads as the
+    prefix decoder it was, with the same samples."""
+    torch.manual_seed(0)
+    pipe = argen.create("fmnist-raster-tiny").eval()
+    pipe.save(tmp_path / "p")
+    for f in (tmp_path / "p").rglob("config.json"):  # what argen with config version 2 wrote
+        meta = json.loads(f.read_text())
+        meta["version"] = 2
+        meta["config"].pop("cond_mode", None)
+        f.write_text(json.dumps(meta))
+    old = argen.load(tmp_path / "p")  # the migration writes the value version 2 behaved as
+    assert old.generator.config.cond_mode == "prefix"
+    assert torch.equal(old.sample_tokens([1, 2], seed=0), pipe.sample_tokens([1, 2], seed=0))
+    # the same files claiming version 3 are refused: a field missing from a current file is never defaulted
+    for f in (tmp_path / "p").rglob("config.json"):
+        f.write_text(json.dumps({**json.loads(f.read_text()), "version": CONFIG_VERSION}))
+    with pytest.raises(CheckpointError, match="cond_mode"):
+        argen.load(tmp_path / "p")

@@ -5,6 +5,7 @@ import torch
 
 import argen
 from argen import registry
+from argen.config import CONFIG_VERSION
 from argen.errors import CheckpointError, ConfigError
 from argen.pipeline import Pipeline, PipelineConfig
 from argen.presets import get_config
@@ -36,7 +37,7 @@ def test_save_load_component_folders_identical_outputs(pipe, tmp_path):
     assert sorted(f.name for f in (tmp_path / "p").iterdir()) == ["conditioner", "config.json", "generator",
                                                                    "tokenizer"]
     meta = json.loads((tmp_path / "p" / "config.json").read_text())
-    assert meta["kind"] == "pipeline" and meta["version"] == 2
+    assert meta["kind"] == "pipeline" and meta["version"] == CONFIG_VERSION
     assert meta["components"] == ["tokenizer", "conditioner", "generator"] and set(meta["config"]) == {"sampling"}
     for name, kind in (("tokenizer", "autoencoder"), ("conditioner", "class"), ("generator", "raster")):
         sub = json.loads((tmp_path / "p" / name / "config.json").read_text())

@@ -5,6 +5,13 @@
     argen eval --real-floor fashion-mnist --n 1000           # train split vs test split
     argen eval --train-features lenet-fmnist                 # train the fast feature net once (CPU, minutes)
     argen eval --list-features
+    argen eval --train-alignment emoji                       # train argen's contrastive text-image model (CPU, minutes)
+    argen eval --alignment --samples samples/ --prompts prompts.txt   # TIS_align-minilm-emoji (not CLIPScore)
+    argen eval --alignment --samples samples/ --clip-weights open_clip_model.safetensors --clip-model ViT-B-32
+
+`--alignment` reads the prompts from --prompts (prompts.txt: one per line in sorted file-name order;
+prompts.json: {"file name": "prompt"}; captions.jsonl: {"file": ..., "caption": ...} per line), else from the
+samples folder's prompts.json (what `argen sample --prompt` writes), captions.jsonl or name.txt sidecars.
 """
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ import time
 import warnings
 from pathlib import Path
 
-from ._common import add_device_argument, add_threads_argument, apply_threads, resolve_device, say
+from ._common import add_device_argument, add_threads_argument, apply_threads, positive_int, resolve_device, say
 
 COMMAND = "eval"
 HELP = "evaluate samples (FID/KID/precision/recall) against a reference dataset or folder"
@@ -29,6 +36,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--train-features", metavar="NAME", choices=["lenet-fmnist"],
                       help="train the small feature network NAME on Fashion-MNIST and save it in the cache")
     what.add_argument("--list-features", action="store_true", help="list the feature networks")
+    what.add_argument("--train-alignment", metavar="DATASET",
+                      help="train argen's contrastive text-image model on a captioned DATASET (emoji, or a folder "
+                           "with name.txt captions) and save it in the cache as align-minilm-<dataset>")
+    p.add_argument("--alignment", action="store_true",
+                   help="with --samples: text-image alignment of the samples with their prompts, labelled "
+                        "TIS_<model> (argen's own model, not CLIPScore), with real-image reference rows")
+    p.add_argument("--prompts", default=None,
+                   help="--alignment: prompts.txt (one per line, sorted file order), prompts.json or captions.jsonl; "
+                        "default: the samples folder's prompts.json / captions.jsonl / name.txt sidecars")
+    p.add_argument("--align-model", default="align-minilm-emoji",
+                   help="--alignment: the contrastive model, a name in the cache or a saved-model directory")
+    p.add_argument("--align-ref", default="auto",
+                   help="--alignment: captioned reference dataset spec for the real-image rows (default: the "
+                        "held-out split of the model's training data), or none")
+    p.add_argument("--pool", type=positive_int, default=100,
+                   help="--alignment: retrieval pool size (each image's prompt among about this many)")
+    p.add_argument("--clip-weights", default=None,
+                   help="--alignment: also compute CLIPScore with open_clip and this LOCAL checkpoint file")
+    p.add_argument("--clip-model", default="ViT-B-32", help="--clip-weights: the open_clip architecture name")
+    p.add_argument("--clip-pretrained", default=None,
+                   help="--clip-weights: the weights' open_clip tag for the label, e.g. laion2b_s34b_b79k")
     p.add_argument("--ref", default="fashion-mnist:test",
                    help="reference: dataset spec name:split[@resolution], a folder, or an .npz")
     p.add_argument("--n", type=int, default=None,
@@ -48,7 +76,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=DEFAULT_CACHE, help="weights and reference-statistics cache")
     p.add_argument("--no-cache", action="store_true", help="do not read or write reference statistics")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument("--epochs", type=int, default=2, help="--train-features: training epochs")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="training epochs (default: 2 for --train-features, 20 for --train-alignment)")
     add_device_argument(p)
     add_threads_argument(p)
 
@@ -77,7 +106,8 @@ def _train_features(args: argparse.Namespace) -> int:
     if not args.no_progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=args.epochs * -(-len(x_train) // 128), desc="train lenet-fmnist", unit="step")
+        bar = tqdm(total=(2 if args.epochs is None else args.epochs) * -(-len(x_train) // 128),
+                   desc="train lenet-fmnist", unit="step")
 
     def progress(step: int, total: int, loss: float) -> None:
         if bar is not None:
@@ -85,13 +115,14 @@ def _train_features(args: argparse.Namespace) -> int:
             bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
 
     t0 = time.time()
-    model = train_lenet(x_train, y_train, epochs=args.epochs, rng=torch.Generator().manual_seed(args.seed),
+    epochs = 2 if args.epochs is None else args.epochs
+    model = train_lenet(x_train, y_train, epochs=epochs, rng=torch.Generator().manual_seed(args.seed),
                         progress=progress)
     if bar is not None:
         bar.close()
     acc = accuracy(model, x_test, y_test)
     out = Path(args.out) if args.out else default_lenet_dir(Path(args.cache_dir).expanduser())
-    save_lenet(model, out, extra={"trained_on": "fashion-mnist:train", "test_accuracy": acc, "epochs": args.epochs,
+    save_lenet(model, out, extra={"trained_on": "fashion-mnist:train", "test_accuracy": acc, "epochs": epochs,
                                   "seed": args.seed, "train_seconds": round(time.time() - t0, 1)})
     from ..metrics.features.lenet import load_lenet
 
@@ -111,6 +142,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.train_features:
         return _train_features(args)
+    if args.train_alignment:
+        return _train_alignment(args)
+    if args.alignment:
+        return _alignment(args)
+    if args.prompts or args.clip_weights:
+        raise ValueError("--prompts and --clip-weights go with --alignment (text-image alignment of --samples)")
     from ..metrics.evaluator import evaluate
     from ..metrics.frechet import UnstableMetricWarning
 
@@ -139,4 +176,77 @@ def run(args: argparse.Namespace) -> int:
             say(f"warning: {side}: {line}")
     say(f"wrote {out}")
     say(result["summary"])
+    return 0
+
+
+def _train_alignment(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..data import load_dataset
+    from ..metrics.alignment import validate
+    from ..metrics.features.contrastive import (ContrastiveConfig, default_contrastive_dir, load_contrastive,
+                                                model_name, save_contrastive, train_contrastive)
+
+    cpu0, t0 = time.process_time(), time.time()
+    name = model_name(args.train_alignment)
+    train = load_dataset(args.train_alignment, split="train")
+    test = load_dataset(args.train_alignment, split="test")
+    for ds in (train, test):
+        if not ds.captions:
+            raise ValueError(f"{args.train_alignment} has no captions to align images with: give a captioned "
+                             "dataset (emoji, or a folder with a name.txt caption beside every image)")
+    epochs = 20 if args.epochs is None else args.epochs
+    say(f"{name}: training on {train.name}:train ({len(train)} captioned images), {epochs} epochs, seed {args.seed}")
+    bar = None
+
+    def progress(step: int, total: int, loss: float) -> None:
+        nonlocal bar
+        if args.no_progress:
+            return
+        if bar is None:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, desc=f"train {name}", unit="step")
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+
+    model = train_contrastive(train, ContrastiveConfig(name=name), epochs=epochs,
+                              rng=torch.Generator().manual_seed(args.seed), progress=progress)
+    if bar is not None:
+        bar.close()
+    train_seconds = time.time() - t0
+    val = validate(model, test, pool=args.pool, seed=args.seed)
+    out = Path(args.out) if args.out else default_contrastive_dir(Path(args.cache_dir).expanduser(), name)
+    save_contrastive(model, out, extra={"trained_on": f"{train.name}:train", "num_train": len(train),
+                                        "epochs": epochs, "seed": args.seed, "threads": torch.get_num_threads(),
+                                        "train_seconds": round(train_seconds, 1), "validation": val,
+                                        "temperature": model.temperature()})
+    digest = load_contrastive(out, check_text_encoder=False).weights_hash
+    say(f"saved {out}")
+    say(f"{name}: validation ({val['dataset']}, N {val['n']}, pools of {val['pool']:.0f}): retrieval top-1 "
+        f"{val['retrieval_top1']:.3f} top-5 {val['retrieval_top5']:.3f} (chance {val['chance_top1']:.3f} / "
+        f"{val['chance_top5']:.3f}); TIS_{name} own captions {val['tis_own_captions']:.2f}, shuffled captions "
+        f"{val['tis_shuffled_captions']:.2f}")
+    say(f"{name}: sha256 {digest}, {time.time() - t0:.0f} s wall, {time.process_time() - cpu0:.0f} s CPU")
+    return 0
+
+
+def _alignment(args: argparse.Namespace) -> int:
+    from ..metrics.alignment import alignment_score
+
+    if not args.samples:
+        raise ValueError("--alignment needs --samples: a folder of generated images (with prompts.json or "
+                         "--prompts) or an .npz with --prompts")
+    if args.n is not None and args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    stem = Path(str(args.samples).rstrip("/")).stem or "samples"
+    out = Path(args.out) if args.out else Path("runs") / "eval" / f"{stem}-alignment.json"
+    result = alignment_score(args.samples, args.prompts, model=args.align_model,
+                             reference=None if args.align_ref == "none" else args.align_ref, n=args.n,
+                             n_ref=args.n_ref, seed=args.seed, pool=args.pool, device=resolve_device(args.device),
+                             cache_dir=Path(args.cache_dir).expanduser(), clip_weights=args.clip_weights,
+                             clip_model=args.clip_model, clip_pretrained=args.clip_pretrained, out=out)
+    say(f"wrote {out}")
+    for line in result["summary"]:
+        say(line)
     return 0

@@ -1,7 +1,10 @@
-"""`argen sample`: generate images with a saved pipeline; writes one PNG per image plus a grid.
+"""`argen sample`: generate images with a saved pipeline; writes one PNG per image, `conditions.json` (file ->
+class) or, for text pipelines, `prompts.json` (file -> prompt, read by `argen eval --alignment`), and optionally
+a grid.
 
     argen sample runs/ar --labels 0,1,sneaker --seed 0 --cfg 2 --out samples/
     argen sample runs/ar/pipeline --per-class 8 --top-k 50 --temperature 0.9 --out samples/ --grid grid.png
+    argen sample runs/t2i --prompt "red heart" --prompt "smiling cat" --per-prompt 4 --out samples/
 """
 from __future__ import annotations
 
@@ -22,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="comma-separated class ids or names, -1/none = unconditional, e.g. 0,1,sneaker")
     who.add_argument("--per-class", type=positive_int, default=None, help="N images for every class (default 4)")
     who.add_argument("--num", type=positive_int, default=None, help="N unconditional images")
+    who.add_argument("--prompt", action="append", default=None, metavar="TEXT",
+                     help="a caption for a text-conditional pipeline (repeatable; \"\" = unconditional)")
+    p.add_argument("--per-prompt", type=positive_int, default=1, help="images per --prompt")
     add_sampling_arguments(p, seed_help="random seed (same seed -> same images on the same device)",
                            cfg_help="guidance scale, 1 = off (default: the pipeline's)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="images generated per forward batch (default: all)")
@@ -32,9 +38,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_threads_argument(p)
 
 
+def _label_names(conditioner, labels: list[int]) -> list[str]:
+    names = getattr(conditioner.config, "class_names", ())
+    return ["uncond" if lab < 0 else (names[lab] if names else str(lab)) for lab in labels]
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    """A file-name-safe tag of a class name or prompt."""
+    keep = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text.strip().replace("/", "-"))
+    return "_".join(p for p in keep.split("_") if p)[:limit] or "uncond"
+
+
 def run(args: argparse.Namespace) -> int:
+    import json
+
     from ..imageio import save_grid, save_image
     from ..pipeline import Pipeline
+    from ..saving import atomic_write_text
     from ..train.recipes import find_pipeline
 
     apply_threads(args.threads)
@@ -42,14 +62,27 @@ def run(args: argparse.Namespace) -> int:
     kwargs = sampling_overrides(args)
     pipe = Pipeline.load(find_pipeline(Path(args.path)), map_location=device)
     conditioner = pipe.conditioner
+    kind = conditioner.describe()["kind"]
     n_cls = getattr(conditioner, "num_classes", 0)
-    if args.labels is not None:
+    names: list[str]  # what each image was conditioned on, for file names and the sidecar json
+    if args.prompt is not None:
+        if kind != "text":
+            raise ValueError(f"this pipeline is conditioned on {kind} labels, not text: use --labels or --per-class")
+        prompts = [p for p in args.prompt for _ in range(args.per_prompt)]
+        cond, names = conditioner.parse(prompts), prompts
+    elif kind == "text" and args.num is None:
+        raise ValueError("this pipeline is text-conditional: give --prompt TEXT (repeatable), or --num N for "
+                         "unconditional images")
+    elif args.labels is not None:
         cond = conditioner.parse([s for s in args.labels.split(",") if s.strip()])
+        names = _label_names(conditioner, cond.labels.tolist())
     elif args.num is not None:
-        cond = conditioner.null(args.num)
+        cond, names = conditioner.null(args.num), ["uncond"] * args.num
     else:
         per = args.per_class or 4
-        cond = conditioner.parse([c for c in range(n_cls) for _ in range(per)]) if n_cls else conditioner.null(per)
+        labels = [c for c in range(n_cls) for _ in range(per)] if n_cls else [-1] * per
+        cond = conditioner.parse(labels) if n_cls else conditioner.null(per)
+        names = _label_names(conditioner, labels)
     from ..sampling.loop import resolve_options
 
     resolve_options(pipe.generator, pipe.config.sampling, **kwargs)  # refuse bad options before sampling
@@ -68,12 +101,17 @@ def run(args: argparse.Namespace) -> int:
     images = pipe(cond, seed=args.seed, batch_size=args.batch_size, callback=callback,
                   pack_weights=args.pack_weights, **kwargs).cpu()
     out = Path(args.out)
-    names = getattr(conditioner.config, "class_names", ())
-    labels = cond.labels.tolist() if cond.labels is not None else [-1] * n
-    for i, (img, lab) in enumerate(zip(images, labels)):
-        tag = "uncond" if lab < 0 else (names[lab] if names else str(lab)).replace("/", "-").replace(" ", "_")
-        save_image(img, out / f"{i:04d}_{tag}.png")
-    say(f"{n} images written to {out}/")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a directory for the PNGs")
+    written = {}
+    for i, (img, name) in enumerate(zip(images, names)):
+        file = f"{i:04d}_{_slug(name)}.png"
+        save_image(img, out / file)
+        written[file] = name
+    # prompts.json is what `argen eval --alignment --samples DIR` reads; conditions.json names the class
+    sidecar = "prompts.json" if kind == "text" else "conditions.json"
+    atomic_write_text(out / sidecar, json.dumps(written, indent=2) + "\n")
+    say(f"{n} images written to {out}/ ({sidecar}: file -> {'prompt' if kind == 'text' else 'class'})")
     if args.grid:
         nrow = args.per_class or (8 if n > 8 else n)
         say(f"grid written to {save_grid(images, args.grid, nrow=nrow)}")

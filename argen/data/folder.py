@@ -8,8 +8,9 @@ Class ids are the sorted names of the class subfolders that exist, so they never
 folder that is empty or cannot be read keeps its id with no images and is reported (`ds.warnings`,
 `scan.problems()`), or fails the load with `on_error="raise"`. Leaving it out instead would silently
 give every later class a new id, and a model trained before would then be fine-tuned on wrong labels.
-Formats: PNG, JPEG, WebP, BMP; every mode becomes RGB (see `argen.imageio.to_rgb`). Optional captions:
-a `name.txt` next to every `name.png` (used only when every image has one).
+Formats: PNG, JPEG, WebP, BMP; every mode becomes RGB (see `argen.imageio.to_rgb`). Optional captions
+(`argen.data.captions`): a `captions.jsonl` at the root, or a `name.txt` next to every `name.png`; a
+missing, empty or unreadable caption leaves `captions` None and is listed in `caption_problems`.
 
 Splits: root/train, root/test (or root/val, for split="test") are used when present. A folder without
 a test split (plain, or only root/train) holds out a deterministic slice for split="test" (about
@@ -42,6 +43,7 @@ from ..errors import DataError
 from ..imageio import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageReadError, is_image_file, list_images,
                        open_rgb, pil_to_uint8, probe_image, resize_center_crop)
 from .base import ImageDataset, check_split
+from .captions import folder_captions
 from .splits import held_out_mask
 
 MAX_LISTED = 10  # bad paths shown in an error message; the rest are counted
@@ -172,14 +174,6 @@ def scan_folder(root: str | os.PathLike, layout: Literal["auto", "classes", "fla
     return scan
 
 
-def read_captions(paths: list[Path]) -> list[str] | None:
-    """Captions from `name.txt` sidecars, only when every image has one."""
-    sidecars = [p.with_suffix(".txt") for p in paths]
-    if not sidecars or not all(s.is_file() for s in sidecars):
-        return None
-    return [s.read_text(encoding="utf-8", errors="replace").strip() for s in sidecars]
-
-
 def _split_source(root: Path, split: str) -> tuple[Path, Literal["all", "train", "test"], str | None]:
     """(folder to scan, subset of it, note) for `split` of `root`; see the module docstring."""
     if split == "all":
@@ -251,7 +245,7 @@ class ImageFolder(ImageDataset):
         self.warnings = problems
         self.empty_classes = scan.empty_classes
         self.unreadable_folders = scan.unreadable_folders
-        self.captions = read_captions(scan.paths)
+        self.captions, self.caption_problems = folder_captions([data_root, root], scan.paths)
         self.check, self.on_error, self.max_pixels, self.on_skip = check, on_error, max_pixels, on_skip
         self._bad: set[int] = set()  # indices found unreadable while reading (per process)
         # Default size: the median shorter side, so one odd image does not set the size for all.

@@ -7,7 +7,10 @@ a directory:
     PATH/tokens.npy     (N, *token_shape) numpy array, read back as a memmap
     PATH/labels.npy     (N,) int64
     PATH/captions.json  only when the dataset has captions
-    PATH/meta.json      shape, dtype, dataset name/split/resolution, classes, tokenizer hash
+    PATH/text.npy       (N, T, D) float16 features of the captions by a frozen text encoder, and
+    PATH/text_mask.npy  (N, T) bool, only when built with `text_encoder=` (so text-conditional training
+                        never re-runs the encoder)
+    PATH/meta.json      shape, dtype, dataset name/split/resolution, classes, tokenizer hash, text encoder
 
 The directory is written under a temporary name and renamed when complete, so a crash never leaves
 a half-written cache. Readers pass what they expect (tokenizer hash, dataset, split, resolution) and
@@ -33,6 +36,7 @@ from ..errors import DataError
 FORMAT = "argen-token-cache"
 VERSION = 1
 META, TOKENS, LABELS, CAPTIONS = "meta.json", "tokens.npy", "labels.npy", "captions.json"
+TEXT, TEXT_MASK = "text.npy", "text_mask.npy"
 CHECKED_KEYS = ("tokenizer_hash", "dataset", "split", "resolution", "num_samples")
 
 
@@ -74,10 +78,36 @@ def check_meta(meta: dict[str, Any], expect: dict[str, Any], path: Path) -> None
                         f"build_token_cache(..., overwrite=True) or delete {path}")
 
 
-def _expected(dataset: Dataset, tokenizer_hash: str) -> dict[str, Any]:
+def _expected(dataset: Dataset, tokenizer_hash: str, text_encoder: Any = None) -> dict[str, Any]:
     return {"tokenizer_hash": tokenizer_hash, "dataset": getattr(dataset, "name", type(dataset).__name__),
             "split": getattr(dataset, "split", None), "resolution": getattr(dataset, "resolution", None),
-            "num_samples": len(dataset)}
+            "num_samples": len(dataset), "text_encoder": _text_key(text_encoder)}
+
+
+def _text_key(text_encoder: Any) -> dict[str, Any] | None:
+    if text_encoder is None:
+        return None
+    return {"name": text_encoder.name, "max_length": text_encoder.max_length, "dim": text_encoder.dim}
+
+
+def _write_text_features(text_encoder: Any, captions: list[str], staging: Path, batch_size: int,
+                         progress: bool) -> None:
+    """Encode every caption once: text.npy (N, T, D) float16 + text_mask.npy (N, T) bool."""
+    n, T, D = len(captions), text_encoder.max_length, text_encoder.dim
+    feats = np.lib.format.open_memmap(staging / TEXT, mode="w+", dtype=np.float16, shape=(n, T, D))
+    masks = np.zeros((n, T), dtype=bool)
+    it = range(0, n, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="encoding captions", unit="batch")
+    for start in it:
+        f, m = text_encoder.encode(captions[start:start + batch_size])
+        feats[start:start + len(f)] = f.cpu().numpy().astype(np.float16)
+        masks[start:start + len(f)] = m.cpu().numpy()
+    feats.flush()
+    del feats
+    np.save(staging / TEXT_MASK, masks)
 
 
 def _as_numpy(tokens: Any, dtype: np.dtype | None, batch: int) -> np.ndarray:
@@ -98,15 +128,25 @@ def _as_numpy(tokens: Any, dtype: np.dtype | None, batch: int) -> np.ndarray:
 
 def build_token_cache(encode_fn: Callable[[Tensor], Tensor], dataset: Dataset, path: str | os.PathLike,
                       batch_size: int = 64, *, tokenizer_hash: str, dtype: Any = None, progress: bool = False,
-                      overwrite: bool = False, num_workers: int = 0) -> Path:
+                      overwrite: bool = False, num_workers: int = 0, text_encoder: Any = None) -> Path:
     """Encode every `(image, label)` of `dataset` with `encode_fn` (images (B,3,H,W) -> tokens (B,...)).
 
-    dtype defaults to int32 for integer tokens and float32 for continuous ones. An existing cache
-    built for the same tokenizer/dataset/split/resolution is reused as is; a different one is
-    refused unless `overwrite=True`. Returns `path`.
+    dtype defaults to int32 for integer tokens and float32 for continuous ones. With `text_encoder` (an
+    `argen.conditioning.TextEncoder`) the dataset's captions are encoded once too. An existing cache
+    built for the same tokenizer/dataset/split/resolution (and text encoder) is reused as is; a different
+    one is refused unless `overwrite=True`. Returns `path`.
     """
     path = Path(path)
-    expect = _expected(dataset, tokenizer_hash)
+    expect = _expected(dataset, tokenizer_hash, text_encoder)
+    captions = getattr(dataset, "captions", None)
+    if text_encoder is not None and not captions:
+        problems = getattr(dataset, "caption_problems", None) or []
+        if problems:
+            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+            raise DataError(f"{expect['dataset']}: {len(problems)} caption problem(s): {'; '.join(problems[:5])}{more}. "
+                            "Every image needs a non-empty caption for text conditioning")
+        raise DataError(f"{expect['dataset']} has no captions to condition on: give a captioned dataset (emoji, or "
+                        "an image folder with captions.jsonl / name.txt sidecars)")
     if path.exists():
         meta = read_meta(path)  # refuses to touch a folder that is not a token cache, even with overwrite
         if not overwrite:
@@ -149,9 +189,10 @@ def build_token_cache(encode_fn: Callable[[Tensor], Tensor], dataset: Dataset, p
         shape, store = tokens_mm.shape, tokens_mm.dtype
         del tokens_mm
         np.save(staging / LABELS, labels)
-        captions = getattr(dataset, "captions", None)
         if captions is not None:
             (staging / CAPTIONS).write_text(json.dumps(list(captions)))
+        if text_encoder is not None:
+            _write_text_features(text_encoder, list(captions), staging, batch_size, progress)
         meta = {"format": FORMAT, "version": VERSION, **expect, "token_shape": list(shape[1:]),
                 "dtype": store.name, "classes": list(getattr(dataset, "classes", []) or [])}
         (staging / META).write_text(json.dumps(meta, indent=2) + "\n")
@@ -171,18 +212,19 @@ def build_token_cache(encode_fn: Callable[[Tensor], Tensor], dataset: Dataset, p
 
 class TokenCacheDataset(Dataset):
     """Read a token cache: `ds[i]` is `(tokens, cond)` where `cond` holds the sample's conditioning fields by
-    their `argen.types.Cond` name (`{"labels": label}`; the default collate stacks them into a batch the
-    conditioner reads); integer tokens come back as int64.
+    their `argen.types.Cond` name (`{"labels": label}`, plus `"text"` (T, D) float32 and `"text_mask"` (T,)
+    when the cache holds text features; the default collate stacks them into a batch the conditioner reads);
+    integer tokens come back as int64.
 
     Keyword arguments that are not None must match the cache's metadata, else DataError.
     """
 
     def __init__(self, path: str | os.PathLike, *, tokenizer_hash: str | None = None, dataset: str | None = None,
-                 split: str | None = None, resolution: int | None = None):
+                 split: str | None = None, resolution: int | None = None, text_encoder: Any = None):
         self.path = Path(path)
         self.meta = read_meta(self.path)
         check_meta(self.meta, {"tokenizer_hash": tokenizer_hash, "dataset": dataset, "split": split,
-                               "resolution": resolution}, self.path)
+                               "resolution": resolution, "text_encoder": _text_key(text_encoder)}, self.path)
         try:
             self.tokens = np.load(self.path / TOKENS, mmap_mode="r")
             self.labels = np.load(self.path / LABELS)
@@ -194,6 +236,16 @@ class TokenCacheDataset(Dataset):
                             f"{META} ({n} samples of {self.meta['token_shape']}); delete it and rebuild")
         cap = self.path / CAPTIONS
         self.captions: list[str] | None = json.loads(cap.read_text()) if cap.is_file() else None
+        self.text = self.text_mask = None
+        if (self.path / TEXT).is_file():
+            try:
+                self.text = np.load(self.path / TEXT, mmap_mode="r")
+                self.text_mask = np.load(self.path / TEXT_MASK)
+            except (OSError, ValueError) as e:
+                raise DataError(f"token cache {self.path}: text features are damaged ({e}); delete it and rebuild") from None
+            if len(self.text) != n or len(self.text_mask) != n:
+                raise DataError(f"token cache {self.path}: text features for {len(self.text)} samples, tokens for {n}; "
+                                "delete it and rebuild")
         self.name = self.meta["dataset"]
         self.split = self.meta["split"]
         self.resolution = self.meta["resolution"]
@@ -206,8 +258,12 @@ class TokenCacheDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, int]]:
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
         t = torch.from_numpy(np.array(self.tokens[index]))
         if not t.is_floating_point():
             t = t.long()
-        return t, {"labels": int(self.labels[index])}
+        cond: dict[str, Any] = {"labels": int(self.labels[index])}
+        if self.text is not None:
+            cond["text"] = torch.from_numpy(np.array(self.text[index], dtype=np.float32))
+            cond["text_mask"] = torch.from_numpy(np.array(self.text_mask[index]))
+        return t, cond

@@ -6,25 +6,33 @@ Parameter names are LlamaGen's (`tok_embeddings`, `layers.{i}.attention.wqkv/wo`
 w1/w2/w3`, `layers.{i}.attention_norm/ffn_norm`, `norm`, `output`), so an official `c2i_*.pt` maps one-to-one
 (its `cls_embedding` goes to the class conditioner). `prefix_rope="zero"` reproduces LlamaGen's zero RoPE rows
 for the conditioning prefix (the official presets keep it); new models leave the prefix unrotated.
+
+How the decoder reads its condition (`cond_mode`, the raster generator's choice):
+  "prefix"  the conditioning tokens start the sequence (LlamaGen c2i/t2i): every layer self-attends to them;
+  "cross"   the pooled vector is the one start token and every layer cross-attends to the conditioning
+            tokens (a caption's), their keys/values projected once per sequence;
+  "adaln"   the pooled vector is the start token and modulates every layer (AdaLN; VAR / Infinity style).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..nn import NO_CACHE, GridRope, KVCache, Linear, NoCache, RMSNorm, Trunk, llama_hidden_dim
-from ..nn.attention import AttnMask
+from ..nn.attention import AttnMask, CrossContext, with_key_padding
 from ..types import Conditioning
-from .base import GeneratorConfig
+from .base import DiscreteGeneratorConfig
 
 _DROPOUTS = ("embed_dropout", "resid_dropout", "ffn_dropout", "attn_dropout", "drop_path")
+CondMode = Literal["prefix", "cross", "adaln"]
+COND_MODES = ("prefix", "cross", "adaln")
 
 
 @dataclass(frozen=True, kw_only=True)
-class LlamaConfig(GeneratorConfig):
+class LlamaConfig(DiscreteGeneratorConfig):
     """The decoder's shape. Defaults are GPT-B (111M parameters with 16384 codes and 1000 classes)."""
 
     dim: int = 768
@@ -75,13 +83,18 @@ class LlamaConfig(GeneratorConfig):
         return self.dim
 
 
-def add_llama_decoder(module: nn.Module, c: LlamaConfig, *, rope_repeat: int = 1) -> None:
+def add_llama_decoder(module: nn.Module, c: LlamaConfig, *, rope_repeat: int = 1,
+                      cond_mode: CondMode = "prefix") -> None:
     """Give `module` the decoder's parts under LlamaGen's names (composition: the generator owns them)."""
+    if cond_mode not in COND_MODES:
+        raise ValueError(f"unknown cond_mode {cond_mode!r}; choose one of {', '.join(COND_MODES)}")
     module.tok_embeddings = nn.Embedding(c.vocab_size, c.dim)
     module.tok_dropout = nn.Dropout(c.embed_dropout)
     module.layers = Trunk(c.dim, c.depth, c.num_heads, c.hidden_dim, mlp="swiglu", norm="rms", norm_eps=c.norm_eps,
                           attn_dropout=c.attn_dropout, resid_dropout=c.resid_dropout, ffn_dropout=c.ffn_dropout,
-                          drop_path=c.drop_path)
+                          drop_path=c.drop_path, adaln="block" if cond_mode == "adaln" else "none",
+                          cond_dim=c.dim, cross=cond_mode == "cross")
+    module.cond_mode = cond_mode
     module.norm = RMSNorm(c.dim, c.norm_eps)
     module.output = Linear(c.dim, c.vocab_size, bias=False)
     module.rope = GridRope(c.grid, c.head_dim, base=c.rope_base, kind=c.rope, prefix_mode=c.prefix_rope,
@@ -96,12 +109,54 @@ def llama_init(module: nn.Module, std: float) -> None:
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
     nn.init.zeros_(module.output.weight)
+    if getattr(module, "cond_mode", "prefix") != "prefix":
+        for block in module.layers:  # new branches start as the identity: AdaLN gates / cross outputs at zero
+            if module.cond_mode == "adaln":
+                nn.init.zeros_(block.ada_lin[1].weight)
+                nn.init.zeros_(block.ada_lin[1].bias)
+            else:
+                nn.init.zeros_(block.cross_attention.wo.weight)
+
+
+@dataclass
+class DecoderInputs:
+    """What the decoder reads from a Conditioning, prepared once per sequence (a training batch or a whole
+    sampling run): the sequence's first inputs and their valid slots, and per layer the AdaLN modulations or
+    the cross-attention keys/values."""
+
+    prefix: Tensor  # (B, P, C)
+    prefix_mask: Tensor | None = None  # (B, P) bool; None = all real
+    modulations: Sequence[tuple[Tensor, ...]] = field(default_factory=tuple)
+    contexts: Sequence[CrossContext] = field(default_factory=tuple)
+
+
+def decoder_inputs(module: nn.Module, c: Conditioning) -> DecoderInputs:
+    """The decoder's view of `c` under its `cond_mode` (see the module docstring)."""
+    dtype = module.tok_embeddings.weight.dtype
+    mode = getattr(module, "cond_mode", "prefix")
+    if mode == "prefix":
+        return DecoderInputs(*right_aligned(c.prefix.to(dtype), c.prefix_mask))
+    start = c.vector.to(dtype)[:, None]  # (B, 1, C)
+    if mode == "adaln":
+        return DecoderInputs(start, modulations=module.layers.modulations(c.vector.to(dtype)))
+    return DecoderInputs(start, contexts=module.layers.contexts(c.prefix.to(dtype), c.prefix_mask))
+
+
+def right_aligned(prefix: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """A padded prefix with each row's real tokens moved to the end (their order kept), as LlamaGen-T2I
+    feeds captions: the last prefix slot predicts the first image token, so it must be a real token."""
+    if mask is None or bool(mask[:, -1].all()):
+        return prefix, mask
+    order = torch.argsort(mask.to(torch.int8), dim=1, stable=True)  # pads first, real tokens after
+    return prefix.gather(1, order[..., None].expand_as(prefix)), mask.gather(1, order)
 
 
 def decoder_logits(module: nn.Module, x: Tensor, rope: tuple[Tensor, Tensor], mask: AttnMask,
-                   cache: KVCache | NoCache = NO_CACHE) -> Tensor:
-    """Trunk, final norm and output projection over x (R, T, C); logits (R, T, V) in fp32."""
-    return module.output(module.norm(module.layers(x, rope=rope, mask=mask, cache=cache))).float()
+                   cache: KVCache | NoCache = NO_CACHE, inputs: DecoderInputs | None = None) -> Tensor:
+    """Trunk, final norm and output projection over x (R, T, C); logits (R, T, V) in fp32. `inputs` carries
+    the AdaLN / cross-attention condition of a decoder built with another cond_mode than "prefix"."""
+    extra = {} if inputs is None else {"modulations": inputs.modulations, "contexts": inputs.contexts}
+    return module.output(module.norm(module.layers(x, rope=rope, mask=mask, cache=cache, **extra))).float()
 
 
 def causal_logits(module: nn.Module, seq: Tensor, c: Conditioning) -> Tensor:
@@ -109,9 +164,19 @@ def causal_logits(module: nn.Module, seq: Tensor, c: Conditioning) -> Tensor:
     P - 1 + i predicts token i. `module.embed(seq, start)` embeds sequence tokens (raster: token ids; pixel:
     value + channel)."""
     module._check_conditioning(c, seq.shape[0])
-    P = c.prefix.shape[1]
-    x = torch.cat([c.prefix.to(module.tok_embeddings.weight.dtype), module.embed(seq[:, :-1], 0)], dim=1)  # (B, P+N-1, C)
+    inputs = decoder_inputs(module, c)
+    P = inputs.prefix.shape[1]
+    x = torch.cat([inputs.prefix, module.embed(seq[:, :-1], 0)], dim=1)  # (B, P + N - 1, C)
     cos, sin = module.rope.table(P)
     T = x.shape[1]
-    logits = decoder_logits(module, module.tok_dropout(x), (cos[:T], sin[:T]), "causal")  # (B, P + N - 1, V)
-    return logits[:, P - 1:]
+    mask = with_key_padding("causal", prefix_keys(inputs.prefix_mask, T), T, T)  # pad tokens are never keys
+    logits = decoder_logits(module, module.tok_dropout(x), (cos[:T], sin[:T]), mask, inputs=inputs)
+    return logits[:, P - 1:]  # (B, N, V)
+
+
+def prefix_keys(prefix_mask: Tensor | None, length: int) -> Tensor | None:
+    """(B, length) bool: which of `length` sequence slots (prefix first) may be attended to; None = all."""
+    if prefix_mask is None:
+        return None
+    B, P = prefix_mask.shape
+    return torch.cat([prefix_mask, prefix_mask.new_ones(B, max(length - P, 0))], dim=1)

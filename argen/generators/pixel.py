@@ -28,7 +28,7 @@ from ..heads.categorical import CategoricalHead
 from ..registry import register
 from ..types import Conditioning, LossOutput, TokenLayout
 from .base import Generator
-from .llama import LlamaConfig, add_llama_decoder, causal_logits, decoder_logits, llama_init
+from .llama import DecoderInputs, LlamaConfig, add_llama_decoder, causal_logits, decoder_inputs, decoder_logits, llama_init
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,8 +112,11 @@ class PixelGenerator(Generator):
         channel = torch.arange(start, start + seq.shape[1], device=seq.device) % self.config.sub_tokens
         return self.tok_embeddings(seq) + self.sub_embeddings(channel)
 
-    def logits(self, x: Tensor, rope: tuple[Tensor, Tensor], mask, cache) -> Tensor:
-        return decoder_logits(self, x, rope, mask, cache)
+    def decoder_inputs(self, c: Conditioning) -> DecoderInputs:
+        return decoder_inputs(self, c)
+
+    def logits(self, x: Tensor, rope: tuple[Tensor, Tensor], mask, cache, inputs: DecoderInputs | None = None) -> Tensor:
+        return decoder_logits(self, x, rope, mask, cache, inputs)
 
     # ------------------------------------------------------------------ network
 

@@ -25,12 +25,12 @@ from torch import Tensor, nn
 
 from ..heads.categorical import CategoricalHead
 from ..nn import KVCache, NoCache, apply_rope
-from ..nn.attention import AttnMask
+from ..nn.attention import AttnMask, with_key_padding
 from ..registry import register
 from ..sampling.schedules import MASK_SCHEDULES, MaskSchedule
 from ..types import Conditioning, LossOutput
 from .base import Generator
-from .llama import LlamaConfig, add_llama_decoder, decoder_logits, llama_init
+from .llama import LlamaConfig, add_llama_decoder, decoder_logits, llama_init, prefix_keys
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,7 +111,9 @@ class RandomOrderGenerator(Generator):
         x = torch.cat([c.prefix.to(q.dtype), pairs, q[:, -1:]], dim=1)  # (B, P + 2N - 1, C)
         cos, sin = (torch.cat([t[:P].expand(B, -1, -1), r.repeat_interleave(2, dim=1)[:, :-1]], dim=1)
                     for t, r in ((table[0], rope[0]), (table[1], rope[1])))  # (B, P + 2N - 1, D/2)
-        logits = decoder_logits(self, self.tok_dropout(x), (cos, sin), "causal")  # (B, P + 2N - 1, V)
+        T = x.shape[1]
+        mask = with_key_padding("causal", prefix_keys(c.prefix_mask, T), T, T)
+        logits = decoder_logits(self, self.tok_dropout(x), (cos, sin), mask)  # (B, P + 2N - 1, V)
         ordered = logits[:, P::2]  # (B, N, V): slot P + 2i predicts position order[i]
         back = order.argsort(dim=1)  # layout position -> index in the order
         return ordered.gather(1, back[..., None].expand(-1, -1, ordered.shape[-1]))  # (B, N, V) layout order

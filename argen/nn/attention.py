@@ -94,3 +94,59 @@ class Attention(nn.Module):
         out = out.transpose(1, 2).reshape(B, L, self.num_heads * self.head_dim)
         out = self.wo(out)
         return self.resid_dropout(out) if self.training else out
+
+
+def with_key_padding(mask: AttnMask, keys: Tensor | None, q_len: int, k_len: int) -> AttnMask:
+    """`mask` restricted to the valid keys (B, >= k_len) bool (a padded caption prefix); None keeps it as is.
+    Returns a (B, 1, q_len, k_len) bool mask (True = may attend)."""
+    if keys is None:
+        return mask
+    if isinstance(mask, Tensor):
+        base = mask
+    elif mask == "causal":  # a full sequence from slot 0: query i sees keys <= i
+        base = torch.ones(q_len, k_len, dtype=torch.bool, device=keys.device).tril_()
+    elif mask == "full":
+        base = torch.ones(q_len, k_len, dtype=torch.bool, device=keys.device)
+    else:
+        raise ValueError(f"attention mask must be a bool tensor, 'causal' or 'full'; got {mask!r}")
+    return base & keys[:, None, None, :k_len]
+
+
+# A block's view of a conditioning sequence: its keys and values (B, H, Tc, D), projected once per forward or
+# per sampling run, and which context tokens are real (B, 1, 1, Tc) bool, or None when all are.
+CrossContext = tuple[Tensor, Tensor, Union[Tensor, None]]
+
+
+class CrossAttention(nn.Module):
+    """Attention from a sequence (B, L, C) to a conditioning sequence (B, Tc, C): a caption's tokens (the
+    cross-attention mode of text-to-image decoders, e.g. Parti, Infinity). No positions: the context is a
+    set of features the encoder already ordered. Names: `wq`, `wkv` (k|v fused along dim 0), `wo`."""
+
+    def __init__(self, dim: int, num_heads: int, *, head_dim: int | None = None, attn_dropout: float = 0.0,
+                 resid_dropout: float = 0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = head_dim or dim // num_heads
+        inner = num_heads * self.head_dim
+        self.wq = Linear(dim, inner, bias=False)
+        self.wkv = Linear(dim, 2 * inner, bias=False)
+        self.wo = Linear(inner, dim, bias=False)
+        self.attn_dropout = attn_dropout
+        self.resid_dropout = nn.Dropout(resid_dropout)
+
+    def context(self, ctx: Tensor, mask: Tensor | None = None) -> CrossContext:
+        """Keys and values of a context (B, Tc, C) with its valid tokens `mask` (B, Tc) bool (None: all)."""
+        B, T, _ = ctx.shape
+        k, v = self.wkv(ctx).view(B, T, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        return k, v, None if mask is None else mask[:, None, None, :]
+
+    def forward(self, x: Tensor, context: CrossContext) -> Tensor:
+        B, L, _ = x.shape
+        k, v, mask = context
+        if k.shape[0] != B:
+            raise ValueError(f"cross-attention context has {k.shape[0]} rows for {B} query rows")
+        q = self.wq(x).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                             dropout_p=self.attn_dropout if self.training else 0.0)
+        out = self.wo(out.transpose(1, 2).reshape(B, L, self.num_heads * self.head_dim))
+        return self.resid_dropout(out) if self.training else out

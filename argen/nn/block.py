@@ -2,6 +2,7 @@
 AdaLN layer of DiT / VAR. Two classes, so a block's behaviour never depends on which arguments are None.
 
     Block:       x = x + DropPath(attention(norm1(x)));  x = x + DropPath(feed_forward(norm2(x)))
+                 with `cross=True` a cross-attention to a conditioning sequence sits between the two
     AdaLNBlock:  x = x + DropPath(gate1 * attention(norm1(x) * (1 + scale1) + shift1))   (same for the MLP)
 
 Submodule names are LlamaGen's (`attention_norm`, `attention.wqkv/wo`, `ffn_norm`, `feed_forward.w1/w2/w3`)
@@ -15,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .adaln import AdaLNModulation, modulate
-from .attention import Attention, AttnMask, QkNorm, QkvBias, Rope
+from .attention import Attention, AttnMask, CrossAttention, CrossContext, QkNorm, QkvBias, Rope
 from .kv_cache import LayerKV, PassThroughKV
 from .mlp import MlpKind, make_mlp
 from .norms import NormKind, make_norm
@@ -43,26 +44,40 @@ def _attention(dim: int, num_heads: int, head_dim: int | None, qkv_bias: QkvBias
 
 
 class Block(nn.Module):
-    """Plain pre-norm layer (LlamaGen): affine norms, attention, MLP."""
+    """Plain pre-norm layer (LlamaGen): affine norms, attention, MLP; `cross=True` adds `cross_attention_norm`
+    and `cross_attention` after the self-attention (the decoder then needs a `context` every forward)."""
 
     def __init__(self, dim: int, num_heads: int, ffn_hidden: int, *, head_dim: int | None = None,
                  mlp: MlpKind = "swiglu", norm: NormKind = "rms", norm_eps: float = 1e-5,
                  qkv_bias: QkvBias = False, out_bias: bool = False, qk_norm: QkNorm = "none",
                  attn_dropout: float = 0.0, resid_dropout: float = 0.0, ffn_dropout: float = 0.0,
-                 drop_path: float = 0.0, softmax_scale: float | None = None, rotary: bool = True):
+                 drop_path: float = 0.0, softmax_scale: float | None = None, rotary: bool = True,
+                 cross: bool = False):
         super().__init__()
         self.attention_norm = make_norm(norm, dim, norm_eps, True)
         self.attention = _attention(dim, num_heads, head_dim, qkv_bias, out_bias, qk_norm, attn_dropout,
                                     resid_dropout, softmax_scale, rotary)
+        if cross:
+            self.cross_attention_norm = make_norm(norm, dim, norm_eps, True)
+            self.cross_attention = CrossAttention(dim, num_heads, head_dim=head_dim, attn_dropout=attn_dropout,
+                                                  resid_dropout=resid_dropout)
+        self.cross = cross
         self.ffn_norm = make_norm(norm, dim, norm_eps, True)
         self.feed_forward = make_mlp(mlp, dim, ffn_hidden, ffn_dropout)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x: Tensor, *, rope: Rope, mask: AttnMask, kv: LayerKV | PassThroughKV) -> Tensor:
+    def forward(self, x: Tensor, *, rope: Rope, mask: AttnMask, kv: LayerKV | PassThroughKV,
+                context: CrossContext | None = None) -> Tensor:
+        if self.cross and context is None:
+            raise ValueError("this block cross-attends to a conditioning sequence: pass its context")
         if not self.training:  # inference: no stochastic depth, fewer module calls per decoding step
             x = x + self.attention(self.attention_norm(x), rope=rope, mask=mask, kv=kv)
+            if self.cross:
+                x = x + self.cross_attention(self.cross_attention_norm(x), context)
             return x + self.feed_forward(self.ffn_norm(x))
         x = x + self.drop_path(self.attention(self.attention_norm(x), rope=rope, mask=mask, kv=kv))
+        if self.cross:
+            x = x + self.drop_path(self.cross_attention(self.cross_attention_norm(x), context))
         return x + self.drop_path(self.feed_forward(self.ffn_norm(x)))
 
 

@@ -14,7 +14,7 @@ from typing import Literal, Sequence
 import torch
 from torch import Tensor, nn
 
-from .attention import AttnMask, QkNorm, QkvBias, Rope
+from .attention import AttnMask, CrossContext, QkNorm, QkvBias, Rope
 from .block import AdaLNBlock, Block
 from .kv_cache import NO_CACHE, KVCache, NoCache
 from .mlp import MlpKind
@@ -26,27 +26,32 @@ AdaLNKind = Literal["none", "block", "shared"]
 class Trunk(nn.ModuleList):
     """`depth` pre-norm layers of width `dim`. `adaln`: "none" (plain blocks, LlamaGen), "block" (each block
     projects the condition itself, DiT/VAR) or "shared" (VAR-d36: the caller projects once, each block adds
-    its offset). `rotary=False` builds attention without rotary positions (VAR)."""
+    its offset). `rotary=False` builds attention without rotary positions (VAR). `cross=True` gives plain
+    blocks a cross-attention to a conditioning sequence (a caption), whose keys/values `contexts` projects."""
 
     def __init__(self, dim: int, depth: int, num_heads: int, ffn_hidden: int, *, head_dim: int | None = None,
                  mlp: MlpKind = "swiglu", norm: NormKind = "rms", norm_eps: float = 1e-5, qkv_bias: QkvBias = False,
                  out_bias: bool = False, qk_norm: QkNorm = "none", attn_dropout: float = 0.0,
                  resid_dropout: float = 0.0, ffn_dropout: float = 0.0, drop_path: float = 0.0,
                  adaln: AdaLNKind = "none", cond_dim: int = 0, softmax_scale: float | None = None,
-                 rotary: bool = True):
+                 rotary: bool = True, cross: bool = False):
         if adaln not in ("none", "block", "shared"):
             raise ValueError(f"unknown adaln {adaln!r}; choose 'none', 'block' or 'shared'")
+        if cross and adaln != "none":
+            raise ValueError("cross-attention is built for plain blocks (adaln='none')")
         rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]  # stochastic depth grows with depth
         common = dict(head_dim=head_dim, mlp=mlp, norm=norm, norm_eps=norm_eps, qkv_bias=qkv_bias, out_bias=out_bias,
                       qk_norm=qk_norm, attn_dropout=attn_dropout, resid_dropout=resid_dropout, ffn_dropout=ffn_dropout,
                       softmax_scale=softmax_scale, rotary=rotary)
         if adaln == "none":
-            blocks = [Block(dim, num_heads, ffn_hidden, drop_path=rates[i], **common) for i in range(depth)]
+            blocks = [Block(dim, num_heads, ffn_hidden, drop_path=rates[i], cross=cross, **common)
+                      for i in range(depth)]
         else:
             blocks = [AdaLNBlock(dim, num_heads, ffn_hidden, cond_dim=cond_dim or dim, shared=adaln == "shared",
                                  drop_path=rates[i], **common) for i in range(depth)]
         super().__init__(blocks)
         self.adaln = adaln
+        self.cross = cross
         self.num_heads = num_heads
         self.head_dim = head_dim or dim // num_heads
 
@@ -60,9 +65,20 @@ class Trunk(nn.ModuleList):
             raise ValueError("this trunk has plain blocks: there is nothing to modulate")
         return [b.modulation(cond) for b in self]
 
+    def contexts(self, ctx: Tensor, mask: Tensor | None = None) -> list[CrossContext]:
+        """Each block's cross-attention keys/values of a conditioning sequence (B, Tc, C), valid `mask` (B, Tc)."""
+        if not self.cross:
+            raise ValueError("this trunk has no cross-attention: there is no context to project")
+        return [b.cross_attention.context(ctx, mask) for b in self]
+
     def forward(self, x: Tensor, *, rope: Rope = None, mask: AttnMask, cache: KVCache | NoCache = NO_CACHE,
-                modulations: Sequence[tuple[Tensor, ...]] = ()) -> Tensor:
-        """Hidden states (B, T, C) after every block; AdaLN trunks take `modulations` (see `modulations`)."""
+                modulations: Sequence[tuple[Tensor, ...]] = (), contexts: Sequence[CrossContext] = ()) -> Tensor:
+        """Hidden states (B, T, C) after every block; AdaLN trunks take `modulations` (see `modulations`),
+        cross-attending ones `contexts` (see `contexts`)."""
+        if self.cross:
+            for i, block in enumerate(self):
+                x = block(x, rope=rope, mask=mask, kv=cache.layers[i], context=contexts[i])
+            return x
         if self.adaln == "none":
             for i, block in enumerate(self):
                 x = block(x, rope=rope, mask=mask, kv=cache.layers[i])

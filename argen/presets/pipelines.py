@@ -10,11 +10,21 @@ from __future__ import annotations
 from typing import Any
 
 from ..conditioning.labels import ClassConditionerConfig
+from ..conditioning.text import TextConditionerConfig
 from ..config import Config
 from ..data.fashion_mnist import CLASSES as FASHION_MNIST_CLASSES
 from ..pipeline import PipelineConfig
 from ..types import SampleOptions
 from . import get_config, preset
+
+
+def text_pipeline(tokenizer: Config, generator: Config, *, encoder: str = "minilm", max_length: int = 16,
+                  text_dim: int = 384, dropout: float = 0.1, **sampling: Any) -> PipelineConfig:
+    """A text-conditional pipeline config: captions through a frozen encoder (offline MiniLM by default)."""
+    conditioner = TextConditionerConfig(dim=generator.cond_dim, encoder=encoder, max_length=max_length,
+                                        text_dim=text_dim, dropout=dropout)
+    return PipelineConfig(tokenizer=tokenizer, conditioner=conditioner, generator=generator,
+                          sampling=SampleOptions(**sampling))
 
 
 def class_pipeline(tokenizer: Config, generator: Config, *, num_classes: int, class_names=(), dropout: float = 0.1,
@@ -64,3 +74,29 @@ def imagenet_llamagen_xxl() -> PipelineConfig:
 @preset("imagenet-llamagen-3b", "LlamaGen VQ-16 + GPT-3B, 384 px (24x24 tokens), cfg 1.65")
 def imagenet_llamagen_3b() -> PipelineConfig:
     return _imagenet("llamagen-3b", 384, 1.65)
+
+
+# ----------------------------------------------------------------------------- text-to-image (emoji names as captions)
+
+@preset("emoji-raster-t2i-tiny", "emoji text-to-image, raster: vq-tiny (32 px) + llamagen-tiny reading MiniLM caption "
+                                 "features as 16 prefix tokens, cfg 3")
+def emoji_raster_t2i_tiny() -> PipelineConfig:
+    return text_pipeline(get_config("vq-tiny"), get_config("llamagen-tiny"), cfg=3.0, top_k=0)
+
+
+@preset("emoji-var-t2i-tiny", "emoji text-to-image, next-scale: msvq-tiny + var-tiny conditioned on the pooled caption "
+                              "(AdaLN), cfg 3 linear in scale")
+def emoji_var_t2i_tiny() -> PipelineConfig:
+    return text_pipeline(get_config("msvq-tiny"), get_config("var-tiny"), cfg=3.0, cfg_schedule="linear_scale", top_k=0)
+
+
+@preset("emoji-maskgit-t2i-tiny", "emoji text-to-image, masked: vq-tiny + maskgit-tiny with the caption as prefix "
+                                  "tokens, cfg 3 linear")
+def emoji_maskgit_t2i_tiny() -> PipelineConfig:
+    return text_pipeline(get_config("vq-tiny"), get_config("maskgit-tiny"), cfg=3.0, cfg_schedule="linear", top_k=0)
+
+
+@preset("emoji-mar-t2i-tiny", "emoji text-to-image, MAR: vae-tiny (continuous) + mar-tiny with the pooled caption in "
+                              "its buffers, cfg 3 linear")
+def emoji_mar_t2i_tiny() -> PipelineConfig:
+    return text_pipeline(get_config("vae-tiny"), get_config("mar-tiny"), cfg=3.0, cfg_schedule="linear")

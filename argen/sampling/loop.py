@@ -139,7 +139,7 @@ def _generate_batch(sampler: Sampler, conditioner: nn.Module, cond: Cond, rng: t
         if guided:
             scale = guidance.guidance_scale(opts.cfg, opts.cfg_schedule, step=state.step, num_steps=state.num_steps,
                                             progress=sampler.progress(state), interval=opts.cfg_interval)
-        tokens, scores = head.sample(out, opts, rng, cfg_scale=scale, guided=guided)
+        tokens, scores = head.sample(out, opts, rng, cfg_scale=scale, guided=guided, **sampler.head_kwargs(state))
         sampler.commit(state, tokens, scores, rng=rng, cfg_scale=scale)
         if force is not None:
             sampler.force(state, force)

@@ -30,6 +30,7 @@ from torch import nn
 from ..config import Config, apply_overrides, to_dict
 from ..errors import CheckpointError, ConfigError
 from .callbacks import Callback
+from .lock import holds_run_lock
 
 RUN_FILE = "run.json"
 TOKENIZER_DIR = "tokenizer"
@@ -257,6 +258,7 @@ def _tokenizer_configs(preset: str | Config, overrides: Sequence[str], resolutio
     return cfg, train_cfg, task_cfg
 
 
+@holds_run_lock  # one run per --out: a second one is refused at once (its log would be lost)
 def train_tokenizer(preset: str | Config, *, out: str | os.PathLike, data: str = "fashion-mnist",
                     resolution: int | None = None, steps: int | None = None, batch_size: int | None = None,
                     lr: float | None = None, seed: int | None = None, resume: bool = False,
@@ -341,6 +343,8 @@ class FirstN:
         self.ds, self.n = ds, min(n, len(ds))
         self.name, self.split, self.resolution = f"{ds.name}[:{self.n}]", ds.split, ds.resolution
         self.classes, self.labels = ds.classes, ds.labels[: self.n]
+        captions = getattr(ds, "captions", None)
+        self.captions = None if captions is None else list(captions)[: self.n]
 
     def __len__(self) -> int:
         return self.n
@@ -443,15 +447,28 @@ def generator_configs(preset: str | Config, tokenizer: nn.Module, dataset, overr
     return cfg, train_cfg, changes
 
 
-def grid_conditions(conditioner: nn.Module, per: int) -> tuple[Any, int]:
-    """Conditions for a sample grid: `per` of every class (one row per class), or 8 x per unconditional; and
-    the grid's row length."""
+def _text_encoder(conditioner_cfg, device):
+    """The frozen text encoder a text conditioner reads (its features are cached with the tokens), or None."""
+    from ..conditioning.text import TextConditionerConfig, load_text_encoder
+
+    if not isinstance(conditioner_cfg, TextConditionerConfig):
+        return None
+    return load_text_encoder(conditioner_cfg.encoder, conditioner_cfg.max_length, str(device))
+
+
+def grid_conditions(conditioner: nn.Module, per: int, dataset=None) -> tuple[Any, int]:
+    """Conditions for a sample grid and its row length: `per` of every class (one row per class), of the
+    first 8 distinct captions of `dataset` for a text conditioner, or 8 x per unconditional."""
     n = getattr(conditioner, "num_classes", 0)
     if n:
         return [c for c in range(n) for _ in range(per)], per
+    captions = list(dict.fromkeys(getattr(dataset, "captions", None) or []))[:8]
+    if type(conditioner.config).kind == "text" and captions:
+        return [c for c in captions for _ in range(per)], per
     return conditioner.null(8 * per), 8
 
 
+@holds_run_lock
 def train_generator(preset: str | Config, *, out: str | os.PathLike, tokenizer: str | os.PathLike | None = None,
                     data: str = "fashion-mnist", steps: int | None = None, batch_size: int | None = None,
                     lr: float | None = None, seed: int | None = None, max_images: int | None = None,
@@ -525,8 +542,10 @@ def train_generator(preset: str | Config, *, out: str | os.PathLike, tokenizer: 
     cache_dir = Path(cache) if cache else out / "tokens"
     log(f"encoding {len(dataset)} {data} images at {tok.config.resolution}px into the token cache {cache_dir} (once)")
     encode = lambda images: tok.encode(images.to(device))  # noqa: E731
-    build_token_cache(encode, dataset, cache_dir, batch_size=128, tokenizer_hash=fingerprint(tok), progress=progress)
-    tokens = TokenCacheDataset(cache_dir, tokenizer_hash=fingerprint(tok))
+    text_encoder = _text_encoder(cfg.conditioner, device)
+    build_token_cache(encode, dataset, cache_dir, batch_size=128, tokenizer_hash=fingerprint(tok), progress=progress,
+                      text_encoder=text_encoder)
+    tokens = TokenCacheDataset(cache_dir, tokenizer_hash=fingerprint(tok), text_encoder=text_encoder)
 
     torch.manual_seed(train_cfg.seed)  # weight init (the Trainer restores its own RNG state on resume)
     generator = registry.build(cfg.generator)
@@ -552,9 +571,9 @@ def train_generator(preset: str | Config, *, out: str | os.PathLike, tokenizer: 
     log(f"pipeline saved to {pipe_dir}")
     samples = None
     if samples_per_class > 0:
-        conds, nrow = grid_conditions(conditioner, samples_per_class)
+        conds, nrow = grid_conditions(conditioner, samples_per_class, dataset)
         samples = save_grid(pipe(conds, seed=0).cpu(), out / "samples.png", nrow=nrow)
-        log(f"samples (one row per class, seed 0, cfg {cfg.sampling.cfg}) in {samples}")
+        log(f"samples (one row per class or caption, seed 0, cfg {cfg.sampling.cfg}) in {samples}")
     log(f"checkpoints in {out / 'checkpoints'}, log in {out / 'log.jsonl'}")
     return GeneratorRun(out, pipe_dir, pipe, records, changes, samples)
 

@@ -28,8 +28,10 @@ def test_train_resume_sample_round_trip(tmp_path, capsys, fashion_mnist):
     assert main(["sample", str(tmp_path / "run"), "--labels", "0,sneaker,-1", "--seed", "0", "--cfg", "2", "--top-k", "10",
                  "--out", str(tmp_path / "s"), "--grid", str(tmp_path / "grid.png"), "--threads", "1"]) == 0
     assert "3 images written" in capsys.readouterr().out
-    files = sorted(p.name for p in (tmp_path / "s").iterdir())
+    files = sorted(p.name for p in (tmp_path / "s").glob("*.png"))
     assert files == ["0000_T-shirt-top.png", "0001_Sneaker.png", "0002_uncond.png"]
+    conditions = json.loads((tmp_path / "s" / "conditions.json").read_text())
+    assert conditions == {"0000_T-shirt-top.png": "T-shirt/top", "0001_Sneaker.png": "Sneaker", "0002_uncond.png": "uncond"}
     assert Image.open(tmp_path / "s" / files[1]).size == (32, 32) and (tmp_path / "grid.png").is_file()
     # same seed -> same images
     main(["sample", str(tmp_path / "run" / "pipeline"), "--labels", "0,sneaker,-1", "--seed", "0", "--cfg", "2",

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -166,10 +168,49 @@ def test_split_subfolders_share_label_ids(tmp_path, make_image):
 def test_captions_from_sidecar_text_files(tmp_path, make_image):
     make_image(tmp_path / "x.png")
     make_image(tmp_path / "y.png")
+    assert load_dataset(tmp_path, split="all").captions is None  # uncaptioned: no problem either
+    assert load_dataset(tmp_path, split="all").caption_problems == []
     (tmp_path / "x.txt").write_text("a red square\n")
-    assert load_dataset(tmp_path, split="all").captions is None  # only when every image has one
+    ds = load_dataset(tmp_path, split="all")
+    assert ds.captions is None  # only when every image has one; the missing one is named
+    assert len(ds.caption_problems) == 1 and "y.txt: missing" in ds.caption_problems[0]
+    (tmp_path / "y.txt").write_text("  ")
+    assert "y.txt: empty caption" in load_dataset(tmp_path, split="all").caption_problems[0]
+    (tmp_path / "y.txt").write_bytes(b"\xff\xfe bad")
+    assert "not UTF-8" in load_dataset(tmp_path, split="all").caption_problems[0]
     (tmp_path / "y.txt").write_text("another")
     assert load_dataset(tmp_path, split="all").captions == ["a red square", "another"]
+
+
+def test_captions_from_a_jsonl_file_by_relative_name(tmp_path, make_image):
+    for name in ("a/x.png", "a/y.png", "b/z.png"):
+        make_image(tmp_path / name)
+    rows = [{"file": "b/z.png", "caption": "zed"}, {"file": "a/x.png", "caption": "ex"}]
+    (tmp_path / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    ds = load_dataset(tmp_path, split="all")
+    assert ds.captions is None and "no prompt for 1 of 3 images (e.g. a/y.png)" in ds.caption_problems[0]
+    rows.append({"file_name": "a/y.png", "text": "why"})
+    (tmp_path / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    ds = load_dataset(tmp_path, split="all")
+    assert dict(zip((p.relative_to(tmp_path).as_posix() for p in ds.paths), ds.captions)) == \
+        {"a/x.png": "ex", "a/y.png": "why", "b/z.png": "zed"}
+    (tmp_path / "captions.jsonl").write_text('{"file": "a/x.png", "caption": "ex"}\nnot json\n')
+    assert ":2: not valid JSON" in load_dataset(tmp_path, split="all").caption_problems[0]
+
+
+def test_a_text_cache_of_a_partly_captioned_folder_names_the_problem_files(tmp_path, make_image):
+    from argen.data import build_token_cache
+
+    make_image(tmp_path / "img" / "x.png")
+    make_image(tmp_path / "img" / "y.png")
+    (tmp_path / "img" / "x.txt").write_text("a red square")
+
+    class Encoder:  # never reached: the captions are checked first
+        name, max_length, dim = "fake", 4, 8
+
+    ds = load_dataset(tmp_path / "img", split="all", resolution=32)
+    with pytest.raises(DataError, match=r"1 caption problem\(s\): .*y\.txt: missing"):
+        build_token_cache(lambda x: x, ds, tmp_path / "cache", tokenizer_hash="t", text_encoder=Encoder())
 
 
 def test_uint8_images_match_getitem(class_folder):

@@ -165,3 +165,48 @@ def test_config_validation_messages():
         RasterConfig(scales=((1, 1), (2, 2)))
     cfg = get_config("llamagen-tiny", ["dim=128", "scales=[[4,4]]"])
     assert cfg.dim == 128 and cfg.grid == (4, 4)
+
+
+def _text_like(B: int = 3, T: int = 5, C: int = 32, seed: int = 3):
+    """A caption-like Conditioning: T prefix tokens, the later ones padding in some rows."""
+    from argen.types import Conditioning
+
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(B, T, dtype=torch.bool)
+    mask[0, 2:] = False
+    mask[1, 4:] = False
+    return Conditioning(prefix=torch.randn(B, T, C, generator=g), vector=torch.randn(B, C, generator=g),
+                        prefix_mask=mask)
+
+
+@pytest.mark.parametrize("cond_mode", ["prefix", "cross", "adaln"])
+def test_cond_modes_kv_cache_equals_full_forward_and_ignore_padding(cond_mode):
+    g, _ = tiny(cond_mode=cond_mode)
+    perturb(g, seed=5)  # the cross / AdaLN branches start at zero: give them something to say
+    c = _text_like()
+    tokens = torch.randint(0, 40, (3, 12))
+    with torch.no_grad():
+        full = g(tokens, c)
+        assert torch.allclose(cached_logits(g, c, tokens), full, atol=1e-4)
+        # padded caption slots are never read: changing them changes nothing
+        noisy = type(c)(prefix=torch.where(c.prefix_mask[..., None], c.prefix, torch.randn_like(c.prefix) * 5),
+                        vector=c.vector, prefix_mask=c.prefix_mask)
+        assert torch.allclose(g(tokens, noisy), full, atol=1e-5)
+        # ... while the real tokens (or, for AdaLN, the pooled vector) condition every position
+        if cond_mode == "adaln":
+            other = type(c)(prefix=c.prefix, vector=c.vector.flip(0), prefix_mask=c.prefix_mask)
+        else:
+            other = type(c)(prefix=c.prefix.flip(0), vector=c.vector, prefix_mask=c.prefix_mask.flip(0))
+        assert not torch.allclose(g(tokens, other)[:, -1], full[:, -1], atol=1e-3)
+
+
+def test_cond_modes_start_as_the_unconditioned_decoder_and_refuse_unknown_modes():
+    """New cross / AdaLN branches are zero at init (the decoder starts as if they were absent)."""
+    def build(mode):
+        return RasterGenerator(RasterConfig(vocab_size=40, scales=((3, 4),), dim=32, depth=2, num_heads=4,
+                                            cond_mode=mode))
+
+    assert all(torch.count_nonzero(b.cross_attention.wo.weight) == 0 for b in build("cross").layers)
+    assert all(torch.count_nonzero(b.ada_lin[1].weight) == 0 for b in build("adaln").layers)
+    with pytest.raises(ValueError, match="cond_mode"):
+        RasterConfig(vocab_size=40, scales=((3, 4),), dim=32, depth=1, num_heads=4, cond_mode="film")

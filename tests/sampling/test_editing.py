@@ -23,11 +23,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def _tiny_pipeline_preset(kind: str) -> str | None:
-    """The first `*-tiny` pipeline preset whose generator is `kind`."""
+    """The first class-conditional `*-tiny` pipeline preset whose generator is `kind`."""
     for name in sorted(list_presets()):
         if name.endswith("-tiny"):
             cfg = get_config(name)
-            if isinstance(cfg, PipelineConfig) and type(cfg.generator).kind == kind:
+            if isinstance(cfg, PipelineConfig) and type(cfg.generator).kind == kind and \
+                    type(cfg.conditioner).kind == "class":
                 return name
     return None
 

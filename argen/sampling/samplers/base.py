@@ -133,6 +133,10 @@ class Sampler:
         """Fraction of the output generated before the current step (drives CFG schedules)."""
         return state.step / max(state.num_steps, 1)
 
+    def head_kwargs(self, state: State) -> dict[str, Any]:
+        """Extra keyword arguments of this step's `head.sample` (a diffusion head's number of steps)."""
+        return {}
+
     def targets(self, state: State, tokens: Tensor) -> Tensor:
         """The part of layout `tokens` that this step commits, shaped as `commit` takes it (teacher forcing)."""
         raise NotImplementedError

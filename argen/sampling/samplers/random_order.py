@@ -26,14 +26,36 @@ from typing import Literal, Union
 import torch
 from torch import Tensor
 
+from ...generators.llama import prefix_keys
 from ...generators.random_order import random_orders
 from ...nn import KVCache
+from ...nn.attention import with_key_padding
 from ...types import Conditioning
 from ..schedules import MASK_SCHEDULES, MaskSchedule, tokens_per_step
 from .base import DecodeOptions, Force, Sampler, State, register_sampler
 
 # "random" (from the sampling rng), "raster", an int seed, or a LongTensor permutation (N,) / (B, N).
 OrderSpec = Union[Literal["random", "raster"], int, Tensor]
+
+
+def resolve_order(spec: OrderSpec, batch_size: int, n: int, rng: torch.Generator, device: torch.device) -> Tensor:
+    """(B, n) permutations for an order spec: "random" is drawn from the sampling rng, an int seed from its own
+    CPU generator (the same order on every device), a tensor is checked to be a permutation."""
+    if isinstance(spec, str):
+        if spec == "random":
+            return random_orders(batch_size, n, rng, device)
+        return torch.arange(n, device=device).expand(batch_size, n).clone()  # "raster"
+    if isinstance(spec, int):
+        return random_orders(batch_size, n, torch.Generator().manual_seed(spec), device)
+    order = spec.to(device, torch.long)
+    if order.dim() == 1:
+        order = order.expand(batch_size, -1)
+    if order.shape != (batch_size, n):
+        raise ValueError(f"a decoding order must have shape ({n},) or ({batch_size}, {n}); got "
+                         f"{tuple(spec.shape)} (per-sample orders cannot be split by batch_size)")
+    if not torch.equal(order.sort(dim=1).values, torch.arange(n, device=order.device).expand_as(order)):
+        raise ValueError(f"each decoding order must be a permutation of 0..{n - 1} (every position once)")
+    return order.clone()
 
 
 @dataclass(frozen=True)
@@ -65,6 +87,7 @@ class RandomOrderState(State):
     steps: list[tuple[int, int]]  # (first order index, tokens) of every step
     steps_wanted: int
     filled: int = 0  # cache slots [0, filled) hold their final (teacher-forced) keys/values
+    keys: Tensor | None = None  # (R, slots) valid slots (a padded caption prefix); None = all
 
 
 @register_sampler("random-order")
@@ -75,25 +98,6 @@ class RandomOrderSampler(Sampler):
     def default_options(cls, generator) -> RandomOrderOptions:
         c = generator.config
         return RandomOrderOptions(order=c.sample_order, num_steps=c.num_steps, step_schedule=c.step_schedule)
-
-    def _resolve_order(self, spec: OrderSpec, batch_size: int, rng: torch.Generator) -> Tensor:
-        """(B, N) permutations for an order spec ("random" is drawn from the sampling rng)."""
-        n, device = self.gen.config.num_tokens, self.gen.device
-        if isinstance(spec, str):
-            if spec == "random":
-                return random_orders(batch_size, n, rng, device)
-            return torch.arange(n, device=device).expand(batch_size, n).clone()  # "raster"
-        if isinstance(spec, int):
-            return random_orders(batch_size, n, torch.Generator().manual_seed(spec), device)  # CPU: same everywhere
-        order = spec.to(device, torch.long)
-        if order.dim() == 1:
-            order = order.expand(batch_size, -1)
-        if order.shape != (batch_size, n):
-            raise ValueError(f"a decoding order must have shape ({n},) or ({batch_size}, {n}); got "
-                             f"{tuple(spec.shape)} (per-sample orders cannot be split by batch_size)")
-        if not torch.equal(order.sort(dim=1).values, torch.arange(n, device=order.device).expand_as(order)):
-            raise ValueError(f"each decoding order must be a permutation of 0..{n - 1} (every position once)")
-        return order.clone()
 
     def begin(self, c: Conditioning, batch_size: int, rng: torch.Generator) -> RandomOrderState:
         gen = self.gen
@@ -107,7 +111,8 @@ class RandomOrderSampler(Sampler):
             torch.zeros(batch_size, n, dtype=torch.long, device=device),
             torch.zeros(batch_size, n, dtype=torch.bool, device=device), step=0, num_steps=0, rows=rows,
             cache=cache, prefix=c.prefix.to(gen.dtype), rope=gen.rope.table(P),
-            order=self._resolve_order(self.options.order, batch_size, rng), steps=[], steps_wanted=wanted)
+            order=resolve_order(self.options.order, batch_size, n, rng, device), steps=[], steps_wanted=wanted,
+            keys=prefix_keys(c.prefix_mask, P + 2 * n - 1))
         self._schedule(state, 0)
         return state
 
@@ -161,6 +166,7 @@ class RandomOrderSampler(Sampler):
         is_query = torch.arange(len(slots), device=order.device)[:, None] >= len(slots) - k
         # context slots: slot-causal; queries: the context before this step and themselves, not each other
         mask = torch.where(is_query, (cols < ctx_end) | (cols == slots[:, None]), cols <= slots[:, None])
+        mask = with_key_padding(mask, state.keys, len(slots), kv.length)
         logits = gen.logits(x, (cos, sin), mask, kv)  # (R, T, V)
         state.filled = ctx_end + 1  # q(p_a) saw exactly its teacher-forced context: final
         return logits[:, -k:]  # (R, k, V)

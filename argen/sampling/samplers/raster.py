@@ -4,8 +4,9 @@ writes its keys/values by index and attends over the filled slots only (the last
 so P + N - 1 slots suffice).
 
 The generator provides the sequence (`sequence_length`, `to_sequence` / `from_sequence`, `sequence_mask`),
-its embedding (`embed(seq, start)`), RoPE rows (`rope.table(P)`) and `logits(x, rope, mask, cache)`; pixel
-generators decode their flat sub-pixel sequence this way.
+its embedding (`embed(seq, start)`), RoPE rows (`rope.table(P)`), the condition as its decoder reads it
+(`decoder_inputs(c)`: the prefix, and any AdaLN / cross-attention inputs, prepared once per run) and
+`logits(x, rope, mask, cache, inputs)`; pixel generators decode their flat sub-pixel sequence this way.
 """
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ...generators.llama import DecoderInputs, prefix_keys
 from ...nn import KVCache
+from ...nn.attention import with_key_padding
 from ...types import Conditioning
 from .base import Force, Sampler, State, register_sampler
 
@@ -22,8 +25,9 @@ from .base import Force, Sampler, State, register_sampler
 @dataclass
 class RasterState(State):
     cache: KVCache
-    prefix: Tensor  # (R, P, C) conditioning prefix, fed at step 0
+    inputs: DecoderInputs  # the prefix (R, P, C) fed at step 0, and any per-layer condition
     rope: tuple[Tensor, Tensor]  # (P + N, D/2) each
+    keys: Tensor | None = None  # (R, P + N - 1) valid slots (a padded caption prefix); None = all
 
 
 @register_sampler("raster", "pixel-ar")
@@ -31,28 +35,30 @@ class RasterSampler(Sampler):
     def begin(self, c: Conditioning, batch_size: int, rng: torch.Generator) -> RasterState:
         gen = self.gen
         rows = self._rows(c, batch_size)
-        device, n, P = gen.device, gen.sequence_length, c.prefix.shape[1]
+        inputs = gen.decoder_inputs(c)
+        device, n, P = gen.device, gen.sequence_length, inputs.prefix.shape[1]
         cache = gen.layers.new_cache(rows, P + n - 1, dtype=gen.dtype, device=device)
         tokens = torch.zeros(batch_size, n, dtype=torch.long, device=device)
         known = torch.zeros(batch_size, n, dtype=torch.bool, device=device)
-        return RasterState(tokens, known, step=0, num_steps=n, rows=rows, cache=cache,
-                           prefix=c.prefix.to(gen.dtype), rope=gen.rope.table(P))
+        return RasterState(tokens, known, step=0, num_steps=n, rows=rows, cache=cache, inputs=inputs,
+                           rope=gen.rope.table(P), keys=prefix_keys(inputs.prefix_mask, P + n - 1))
 
     def predict(self, state: RasterState, rng: torch.Generator) -> Tensor:
         """Logits (R, 1, V) for token `state.step`: prefill the prefix at step 0, then feed the previous token."""
         t = state.step
         if t == 0:
-            x, start = state.prefix, 0  # (R, P, C)
+            x, start = state.inputs.prefix, 0  # (R, P, C)
         else:
             x = self.gen.embed(state.tokens[:, t - 1:t], t - 1)  # (B, 1, C)
             if state.rows != x.shape[0]:
                 x = x.repeat(state.rows // x.shape[0], 1, 1)  # (R, 1, C): same token for cond and uncond rows
-            start = state.prefix.shape[1] + t - 1
+            start = state.inputs.prefix.shape[1] + t - 1
         T = x.shape[1]
         state.cache.prepare(start, T)
         cos, sin = state.rope
-        return self.gen.logits(x, (cos[start:start + T], sin[start:start + T]), state.cache.attn_mask,
-                               state.cache)[:, -1:]  # (R, 1, V)
+        mask = with_key_padding(state.cache.attn_mask, state.keys, T, state.cache.length)
+        rope = (cos[start:start + T], sin[start:start + T])
+        return self.gen.logits(x, rope, mask, state.cache, state.inputs)[:, -1:]  # (R, 1, V)
 
     def commit(self, state: RasterState, tokens: Tensor, scores: Tensor, *, rng: torch.Generator,
                cfg_scale: float) -> None:
