@@ -66,9 +66,11 @@ def train_and_eval(family: str, data: str, args: argparse.Namespace) -> dict:
 
 
 def _evaluate(tokenizer, family: str, data: str, steps: int, cpu: float, args: argparse.Namespace) -> dict:
+    from argen.data import load_dataset
     from argen.tokenizers.evaluation import evaluate_tokenizer
 
-    result = evaluate_tokenizer(tokenizer, data, split="test", resolution=RESOLUTION, n=args.n,
+    n = min(args.n, len(load_dataset(data, split="test")))  # emoji's test split holds 386 images
+    result = evaluate_tokenizer(tokenizer, data, split="test", resolution=RESOLUTION, n=n,
                                 features=args.features, batch_size=128)
     layout = tokenizer.layout_for(RESOLUTION, RESOLUTION)
     bits = round(math.log2(layout.vocab_size) * layout.tokens_per_position, 2) if layout.discrete else None

@@ -7,8 +7,9 @@ from .next_scale import NextScaleConfig, NextScaleGenerator
 from .pixel import PixelGenerator, PixelGeneratorConfig
 from .random_order import RandomOrderConfig, RandomOrderGenerator
 from .raster import RasterConfig, RasterGenerator
+from .raster_diffusion import RasterDiffusionConfig, RasterDiffusionGenerator
 from .task import GeneratorTask
 
 __all__ = ["DiscreteGeneratorConfig", "Generator", "GeneratorConfig", "MARConfig", "MARGenerator", "MaskedConfig", "MaskedGenerator", "NextScaleConfig", "NextScaleGenerator", "PixelGenerator",
-           "PixelGeneratorConfig", "RandomOrderConfig", "RandomOrderGenerator", "RasterConfig", "RasterGenerator",
+           "PixelGeneratorConfig", "RandomOrderConfig", "RandomOrderGenerator", "RasterConfig", "RasterGenerator", "RasterDiffusionConfig", "RasterDiffusionGenerator",
            "GeneratorTask"]

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ..nn import NO_CACHE, GridRope, KVCache, Linear, NoCache, RMSNorm, Trunk, llama_hidden_dim
 from ..nn.attention import AttnMask, CrossContext, with_key_padding
 from ..types import Conditioning
-from .base import DiscreteGeneratorConfig
+from .base import DiscreteGeneratorConfig, GeneratorConfig
 
 _DROPOUTS = ("embed_dropout", "resid_dropout", "ffn_dropout", "attn_dropout", "drop_path")
 CondMode = Literal["prefix", "cross", "adaln"]
@@ -32,8 +32,8 @@ COND_MODES = ("prefix", "cross", "adaln")
 
 
 @dataclass(frozen=True, kw_only=True)
-class LlamaConfig(DiscreteGeneratorConfig):
-    """The decoder's shape. Defaults are GPT-B (111M parameters with 16384 codes and 1000 classes)."""
+class LlamaShape(GeneratorConfig):
+    """The decoder's shape, for discrete (`LlamaConfig`) and continuous tokens alike. Defaults are GPT-B."""
 
     dim: int = 768
     depth: int = 12
@@ -83,12 +83,19 @@ class LlamaConfig(DiscreteGeneratorConfig):
         return self.dim
 
 
-def add_llama_decoder(module: nn.Module, c: LlamaConfig, *, rope_repeat: int = 1,
-                      cond_mode: CondMode = "prefix") -> None:
-    """Give `module` the decoder's parts under LlamaGen's names (composition: the generator owns them)."""
+@dataclass(frozen=True, kw_only=True)
+class LlamaConfig(LlamaShape, DiscreteGeneratorConfig):
+    """The LlamaGen decoder over token ids. Defaults are GPT-B (111M parameters with 16384 codes, 1000 classes)."""
+
+
+def add_llama_decoder(module: nn.Module, c: LlamaShape, *, rope_repeat: int = 1, cond_mode: CondMode = "prefix",
+                      embedding: nn.Module | None = None, output: nn.Module | None = None) -> None:
+    """Give `module` the decoder's parts under LlamaGen's names (composition: the generator owns them).
+    `embedding` / `output` replace the token-id embedding and the logit projection (continuous tokens: a
+    linear embedding, and a head reading the final hidden states instead of logits)."""
     if cond_mode not in COND_MODES:
         raise ValueError(f"unknown cond_mode {cond_mode!r}; choose one of {', '.join(COND_MODES)}")
-    module.tok_embeddings = nn.Embedding(c.vocab_size, c.dim)
+    module.tok_embeddings = embedding if embedding is not None else nn.Embedding(c.vocab_size, c.dim)
     module.tok_dropout = nn.Dropout(c.embed_dropout)
     module.layers = Trunk(c.dim, c.depth, c.num_heads, c.hidden_dim, mlp="swiglu", norm="rms", norm_eps=c.norm_eps,
                           attn_dropout=c.attn_dropout, resid_dropout=c.resid_dropout, ffn_dropout=c.ffn_dropout,
@@ -96,19 +103,21 @@ def add_llama_decoder(module: nn.Module, c: LlamaConfig, *, rope_repeat: int = 1
                           cond_dim=c.dim, cross=cond_mode == "cross")
     module.cond_mode = cond_mode
     module.norm = RMSNorm(c.dim, c.norm_eps)
-    module.output = Linear(c.dim, c.vocab_size, bias=False)
+    module.output = output if output is not None else Linear(c.dim, c.vocab_size, bias=False)
     module.rope = GridRope(c.grid, c.head_dim, base=c.rope_base, kind=c.rope, prefix_mode=c.prefix_rope,
                            repeat=rope_repeat)
 
 
 def llama_init(module: nn.Module, std: float) -> None:
-    """LlamaGen init: N(0, std) for linears and embeddings, zero biases, unit norms, zero output head."""
-    for m in module.modules():
-        if isinstance(m, (nn.Linear, nn.Embedding)):
+    """LlamaGen init: N(0, std) for linears and embeddings, zero biases, unit norms, zero output projection
+    (a module's `head` initialises itself)."""
+    for name, m in module.named_modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)) and not name.startswith("head."):
             nn.init.normal_(m.weight, std=std)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
-    nn.init.zeros_(module.output.weight)
+    if isinstance(module.output, nn.Linear):
+        nn.init.zeros_(module.output.weight)
     if getattr(module, "cond_mode", "prefix") != "prefix":
         for block in module.layers:  # new branches start as the identity: AdaLN gates / cross outputs at zero
             if module.cond_mode == "adaln":
@@ -170,8 +179,8 @@ def causal_logits(module: nn.Module, seq: Tensor, c: Conditioning) -> Tensor:
     cos, sin = module.rope.table(P)
     T = x.shape[1]
     mask = with_key_padding("causal", prefix_keys(inputs.prefix_mask, T), T, T)  # pad tokens are never keys
-    logits = decoder_logits(module, module.tok_dropout(x), (cos[:T], sin[:T]), mask, inputs=inputs)
-    return logits[:, P - 1:]  # (B, N, V)
+    logits = module.logits(module.tok_dropout(x), (cos[:T], sin[:T]), mask, NO_CACHE, inputs)
+    return logits[:, P - 1:]  # (B, N, V), or the head input (B, N, C) of continuous tokens
 
 
 def prefix_keys(prefix_mask: Tensor | None, length: int) -> Tensor | None:

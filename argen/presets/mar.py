@@ -9,10 +9,13 @@ MAR's KL-16 tokens (16x16 x 16 dims at 256 px; the `vae-kl16` tokenizer preset) 
 
 All use 64 buffer positions, dropout 0.1 and `diffusion_batch_mul` 4 (the README's training command); the README's
 evaluation samples with cfg 2.9 / 3.0 / 3.2 ("linear"), temperature 1.0, 100 diffusion steps and 64 or 256 AR steps.
+`ar-diffusion-*` is the paper's causal comparison (Table 1, "AR": causal attention, raster order, Diffusion Loss) built
+on the LlamaGen decoder (`argen/generators/raster_diffusion.py`); its shape here is argen's choice, not a released one.
 """
 from __future__ import annotations
 
 from ..generators.mar import MARConfig
+from ..generators.raster_diffusion import RasterDiffusionConfig
 from ..heads.diffusion import DiffusionHeadConfig
 from . import get_config, preset
 from .pipelines import FASHION_MNIST_CLASSES, class_pipeline
@@ -73,3 +76,28 @@ def imagenet_mar_l():
 @preset("imagenet-mar-h", "MAR's KL-16 + MAR-H, 256 px, cfg 3.2 linear")
 def imagenet_mar_h():
     return _imagenet_mar(mar_h(), 3.2)
+
+
+# ----------------------------------------------------------------------------- the causal variant (MAR's "AR")
+
+@preset("ar-diffusion-b", "causal raster-order decoder over KL-16 latents with MAR-B's diffusion head (MAR's AR variant), 121M "
+                          "params: GPT-B shape 768 x 12, 6x1024 head, 16x16 tokens of 16 dims (256 px)")
+def ar_diffusion_b() -> RasterDiffusionConfig:
+    return RasterDiffusionConfig(scales=((16, 16),), token_dim=16, dim=768, depth=12, num_heads=12,
+                                 head=DiffusionHeadConfig(token_dim=16, cond_dim=768, depth=6, width=1024, batch_mul=4))
+
+
+@preset("ar-diffusion-tiny", "tiny causal decoder + diffusion head for CPU tests: 64 wide, 2 layers, 2x64 head, 8x8 "
+                             "tokens of 4 dims", tiny_for="raster-diffusion")
+def ar_diffusion_tiny() -> RasterDiffusionConfig:
+    return RasterDiffusionConfig(scales=((8, 8),), token_dim=4, dim=64, depth=2, num_heads=4, embed_dropout=0.0,
+                                 resid_dropout=0.0, ffn_dropout=0.0,
+                                 head=DiffusionHeadConfig(token_dim=4, cond_dim=64, depth=2, width=64, batch_mul=2,
+                                                          sampling_steps=20))
+
+
+@preset("fmnist-ar-diffusion-tiny", "Fashion-MNIST class-conditional causal AR over continuous tokens: vae-tiny + "
+                                    "ar-diffusion-tiny, cfg 2.0 linear")
+def fmnist_ar_diffusion_tiny():
+    return class_pipeline(get_config("vae-tiny"), ar_diffusion_tiny(), num_classes=10,
+                          class_names=FASHION_MNIST_CLASSES, cfg=2.0, cfg_schedule="linear")

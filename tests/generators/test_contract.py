@@ -88,8 +88,12 @@ def test_cfg_one_is_no_guidance(kind):
     g, cond = build(kind)
     plain = generate(g, cond, [0, 1, 2], seed=4)
     doubled = generate(g, cond, [0, 1, 2], seed=4, cfg=5.0, cfg_schedule="interval", cfg_interval=(2.0, 3.0))
-    assert torch.equal(plain, doubled)
-    assert not torch.equal(plain, generate(g, cond, [0, 1, 2], seed=4, cfg=5.0))
+    if g.layout.discrete:
+        assert torch.equal(plain, doubled)
+    else:  # rows run in a batch of 3 or of 6, so fp32 rounding may differ, and continuous tokens carry it on
+        # (amplified by an untrained head's large outputs); a leaking uncond row would differ at full scale
+        assert (plain - doubled).abs().max() <= 1e-4 * plain.abs().max()
+    assert not torch.allclose(plain.float(), generate(g, cond, [0, 1, 2], seed=4, cfg=5.0).float(), rtol=1e-2)
 
 
 @pytest.mark.parametrize("kind", KINDS)

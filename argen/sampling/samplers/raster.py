@@ -6,11 +6,14 @@ so P + N - 1 slots suffice).
 The generator provides the sequence (`sequence_length`, `to_sequence` / `from_sequence`, `sequence_mask`),
 its embedding (`embed(seq, start)`), RoPE rows (`rope.table(P)`), the condition as its decoder reads it
 (`decoder_inputs(c)`: the prefix, and any AdaLN / cross-attention inputs, prepared once per run) and
-`logits(x, rope, mask, cache, inputs)`; pixel generators decode their flat sub-pixel sequence this way.
+`logits(x, rope, mask, cache, inputs)`; pixel generators decode their flat sub-pixel sequence this way, and
+the continuous raster generator (MAR's causal variant) its latents, drawn by its diffusion head
+(`RasterDiffusionSampler`, whose one option is the head's number of denoising steps).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -19,7 +22,7 @@ from ...generators.llama import DecoderInputs, prefix_keys
 from ...nn import KVCache
 from ...nn.attention import with_key_padding
 from ...types import Conditioning
-from .base import Force, Sampler, State, register_sampler
+from .base import DecodeOptions, Force, Sampler, State, register_sampler
 
 
 @dataclass
@@ -38,7 +41,11 @@ class RasterSampler(Sampler):
         inputs = gen.decoder_inputs(c)
         device, n, P = gen.device, gen.sequence_length, inputs.prefix.shape[1]
         cache = gen.layers.new_cache(rows, P + n - 1, dtype=gen.dtype, device=device)
-        tokens = torch.zeros(batch_size, n, dtype=torch.long, device=device)
+        layout = gen.layout
+        if layout.discrete:
+            tokens = torch.zeros(batch_size, n, dtype=torch.long, device=device)
+        else:  # continuous latents (B, N, D)
+            tokens = torch.zeros(batch_size, n, layout.latent_dim, dtype=gen.dtype, device=device)
         known = torch.zeros(batch_size, n, dtype=torch.bool, device=device)
         return RasterState(tokens, known, step=0, num_steps=n, rows=rows, cache=cache, inputs=inputs,
                            rope=gen.rope.table(P), keys=prefix_keys(inputs.prefix_mask, P + n - 1))
@@ -79,6 +86,27 @@ class RasterSampler(Sampler):
         return self.gen.to_sequence(tokens)[:, t:t + 1]
 
     def reference(self, state: RasterState, c: Conditioning) -> Tensor:
-        seq = state.tokens.repeat(state.rows // state.batch_size, 1)  # causal: tokens >= step do not matter
+        reps = state.rows // state.batch_size
+        seq = state.tokens.repeat(reps, *([1] * (state.tokens.dim() - 1)))  # causal: tokens >= step do not matter
         t = state.step
         return self.gen(self.gen.from_sequence(seq), c)[:, t:t + 1]
+
+
+@dataclass(frozen=True)
+class RasterDiffusionOptions(DecodeOptions):
+    diffusion_steps: int | None = None  # None: the head config's sampling_steps
+
+    def __post_init__(self):
+        d = self.diffusion_steps
+        if d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 2):
+            raise ValueError(f"diffusion_steps must be an integer >= 2 (MAR samples with 100), got {d!r}")
+
+
+@register_sampler("raster-diffusion")
+class RasterDiffusionSampler(RasterSampler):
+    """Raster decoding of continuous tokens: the head denoises each token from its condition vector."""
+
+    Options = RasterDiffusionOptions
+
+    def head_kwargs(self, state: RasterState) -> dict[str, Any]:
+        return {} if self.options.diffusion_steps is None else {"num_steps": self.options.diffusion_steps}
