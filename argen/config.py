@@ -22,9 +22,10 @@ from . import registry
 from .errors import ConfigError
 
 # Version 2: pipelines saved as component folders (tokenizer/, conditioner/, generator/), class conditioning
-# moved out of the generators into a conditioner. Version 3: raster generators' `cond_mode`. `argen.saving`
+# moved out of the generators into a conditioner. Version 3: raster generators' `cond_mode`; 4: tokenizers'
+# `channels`. `argen.saving`
 # migrates older directories on load (`argen.migrations`).
-CONFIG_VERSION = 3
+CONFIG_VERSION = 4
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .config import CONFIG_VERSION
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 
 Step = Callable[[dict[str, Any], dict[str, Tensor], str], tuple[dict[str, Any], dict[str, Tensor]]]
 MIGRATIONS: dict[int, Step] = {}
@@ -138,4 +138,29 @@ def _raster_cond_mode(meta, state, source):
     gen = config.get("generator") if meta["kind"] == "pipeline" else None
     if isinstance(gen, dict) and gen.get("kind") == "raster":
         return {**meta, "config": {**config, "generator": {"cond_mode": "prefix", **gen}}}, state
+    return meta, state
+
+
+# ----------------------------------------------------------------------------- 3 -> 4
+
+def _is_tokenizer(kind: str) -> bool:
+    from . import registry
+    from .tokenizers.base import TokenizerConfig
+
+    try:
+        return issubclass(registry.config_class(kind), TokenizerConfig)
+    except ConfigError:  # an unknown kind is reported by the loader, with the list of known ones
+        return False
+
+
+@migration(3)
+def _tokenizer_channels(meta, state, source):
+    """Version 4 records whether a tokenizer decodes greyscale images (`channels`); every version-3 tokenizer
+    decoded three independent channels."""
+    config = meta["config"]
+    if _is_tokenizer(meta["kind"]):
+        return {**meta, "config": {"channels": 3, **config}}, state
+    tok = config.get("tokenizer") if meta["kind"] == "pipeline" else None
+    if isinstance(tok, dict):
+        return {**meta, "config": {**config, "tokenizer": {"channels": 3, **tok}}}, state
     return meta, state

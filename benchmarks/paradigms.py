@@ -1,15 +1,17 @@
-"""Next-scale (VAR, arXiv:2404.02905) vs raster (LlamaGen, arXiv:2406.06525) on Fashion-MNIST, class-conditional,
-at equal generator parameter count, equal generator CPU time and equal tokenizer budget.
+"""Next-scale (VAR, arXiv:2404.02905) vs raster (LlamaGen, arXiv:2406.06525) vs masked (MaskGIT, arXiv:2202.04200)
+vs MAR (continuous tokens + diffusion head, arXiv:2406.11838), class-conditional on Fashion-MNIST or emoji, at equal
+generator parameter count, equal generator CPU time and equal tokenizer budget.
 
     python benchmarks/paradigms.py train --cpu-seconds 90 --max-images 10000 --out runs/bench-paradigms
     python benchmarks/paradigms.py eval --n 1000 --features lenet-fmnist --out runs/bench-paradigms
     python benchmarks/paradigms.py speed --grids 4 8 16 --batch 16 --out runs/bench-paradigms
     python benchmarks/paradigms.py eval --paradigms next-scale --prune 0.5 ...   # FastVAR-style pruning's cost in quality
 
-Tokenizers: the `vq-tiny` / `msvq-tiny` runs of benchmarks/reconstruction.py (same recipe, same CPU budget),
-looked up in `--recon` (default runs/bench-recon/<data>-<family>/tokenizer); train them there first.
-Generators: `fmnist-raster-tiny` (llamagen widened with --set overrides, see PARADIGMS, so its parameter count
-matches var-tiny within ~1%) and `fmnist-var-tiny` unchanged. Each trains in its own single-threaded subprocess
+Tokenizers: the `vq-tiny` / `msvq-tiny` / `vae-tiny` runs of benchmarks/reconstruction.py (same recipe, same CPU
+budget), looked up in `--recon` (default runs/bench-recon/<data>-<family>/tokenizer); train them there first.
+Generators: `fmnist-var-tiny` unchanged, and `fmnist-raster-tiny`, `fmnist-maskgit-tiny`, `fmnist-mar-tiny` widened
+with --set overrides (see PARADIGMS) so that every parameter count (generator + class table) matches var-tiny's
+0.97M within 1%. On emoji the same presets take emoji's 10 categories (the recipes fit the class count). Each trains in its own single-threaded subprocess
 through argen's Trainer with the `argen train` optimizer (AdamW, betas 0.9/0.95, wd 0.05, clip 1) but a short-budget
 schedule (default lr 6e-4, batch 32, 20 warm-up steps, then constant: the number of steps is not known in
 advance, and a CPU minute is only a few hundred steps): it stops at the first
@@ -36,6 +38,14 @@ PARADIGMS = {
     "raster": {"preset": "fmnist-raster-tiny", "family": "vq",
                "set": ["generator.dim=128", "generator.depth=3", "generator.num_heads=4", "generator.ffn_hidden=608"]},
     "next-scale": {"preset": "fmnist-var-tiny", "family": "msvq", "set": []},
+    # maskgit-tiny is 64 x 2; at 128 x 3 with MLP ratio 7 it has 0.967M.
+    "masked": {"preset": "fmnist-maskgit-tiny", "family": "vq",
+               "set": ["generator.dim=128", "generator.depth=3", "generator.num_heads=4", "generator.mlp_ratio=7.0"]},
+    # mar-tiny is 64 wide, 2 + 2 blocks, a 2 x 64 head; at 128 wide, MLP ratio 3, a 2 x 128 head it has 0.973M.
+    "mar": {"preset": "fmnist-mar-tiny", "family": "vae",
+            "set": ["generator.dim=128", "generator.encoder_depth=2", "generator.decoder_depth=2",
+                    "generator.num_heads=4", "generator.mlp_ratio=3.0", "generator.head.width=128",
+                    "generator.head.depth=2", "generator.head.cond_dim=128"]},
 }
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
 
@@ -147,7 +157,7 @@ def speed_one(paradigm: str, grid: int, args: argparse.Namespace) -> dict:
 
     spec = PARADIGMS[paradigm]
     over = [s for s in spec["set"]] + [f"tokenizer.resolution={4 * grid}"]
-    if paradigm == "raster":
+    if paradigm != "next-scale":
         over += [f"generator.scales=[[{grid},{grid}]]"]
     else:
         sizes, s = [], 1
@@ -174,11 +184,20 @@ def speed_one(paradigm: str, grid: int, args: argparse.Namespace) -> dict:
             run = {"gen_cpu_s": c1 - c0, "total_cpu_s": c2 - c0, "wall_s": w2 - w0}
             best = run if best is None or run["total_cpu_s"] < best["total_cpu_s"] else best
     return {"paradigm": paradigm, "grid": grid, "resolution": 4 * grid, "tokens": cfg.generator.num_tokens,
-            "steps": len(cfg.generator.scales) if paradigm == "next-scale" else cfg.generator.num_tokens,
-            "generator_params": _param_count(pipe.generator), "batch": args.batch, "cfg": cfg.cfg,
+            "steps": _sampling_steps(paradigm, cfg),
+            "generator_params": _param_count(pipe.generator), "batch": args.batch, "cfg": cfg.sampling.cfg,
             "img_per_cpu_s": round(args.batch / best["total_cpu_s"], 2),
             "img_per_cpu_s_generator_only": round(args.batch / best["gen_cpu_s"], 2),
             "img_per_wall_s": round(args.batch / best["wall_s"], 2)}
+
+
+def _sampling_steps(paradigm: str, cfg) -> int:
+    """Forward passes per image: one per scale (VAR), per token (raster), or the preset's step count (masked, MAR)."""
+    if paradigm == "next-scale":
+        return len(cfg.generator.scales)
+    if paradigm in ("masked", "mar"):
+        return cfg.generator.num_steps
+    return cfg.generator.num_tokens
 
 
 def _table(rows: list[dict], cols: list[tuple[str, str]]) -> str:

@@ -145,3 +145,20 @@ def test_version_2_raster_pipelines_read_their_condition_as_a_prefix(tmp_path):
         f.write_text(json.dumps({**json.loads(f.read_text()), "version": CONFIG_VERSION}))
     with pytest.raises(CheckpointError, match="cond_mode"):
         argen.load(tmp_path / "p")
+
+
+def test_version_3_tokenizers_decode_three_channels(tmp_path):
+    """Version 4 added the tokenizer's `channels`; a version-3 tokenizer (no such field) loads as the colour
+    decoder it was."""
+    torch.manual_seed(0)
+    tok = argen.create("vq-tiny").eval()
+    argen.save(tok, tmp_path / "t")
+    meta = json.loads((tmp_path / "t" / "config.json").read_text())
+    meta["version"] = 3
+    del meta["config"]["channels"]
+    (tmp_path / "t" / "config.json").write_text(json.dumps(meta))
+    old = argen.load(tmp_path / "t")
+    assert old.config.channels == 3
+    ids = torch.randint(0, 256, (1, 64))
+    assert torch.equal(old.decode(ids), tok.decode(ids))
+    assert not torch.equal(old.decode(ids)[:, 0], old.decode(ids)[:, 1])  # three independent channels

@@ -42,6 +42,7 @@ class ImageDataset(Dataset):
     skipped: list[tuple[str, str]]  # (path, reason) of files left out by on_error="skip"
     warnings: Sequence[str] = ()  # one line per problem that did not stop loading
     split_note: str | None = None  # how the split was made, when the source has no such split
+    grey: bool = False  # every image is greyscale (served as 3 equal channels): a tokenizer then decodes grey
 
     def __len__(self) -> int:
         return len(self.labels)

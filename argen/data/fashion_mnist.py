@@ -173,6 +173,7 @@ class FashionMNIST(ImageDataset):
         self.fit = fit
         self.classes = list(CLASSES)
         self.captions = None
+        self.grey = True
         self.skipped = []
 
     def load_uint8(self, index: int) -> np.ndarray:

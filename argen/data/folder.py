@@ -66,6 +66,9 @@ def check_image_file(path: Path, decode: bool = False,
         return None, e.reason
 
 
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+
+
 @dataclass
 class FolderScan:
     """What scanning a folder found: valid image paths with labels, class names, skipped files and folders."""
@@ -248,8 +251,25 @@ class ImageFolder(ImageDataset):
         self.captions, self.caption_problems = folder_captions([data_root, root], scan.paths)
         self.check, self.on_error, self.max_pixels, self.on_skip = check, on_error, max_pixels, on_skip
         self._bad: set[int] = set()  # indices found unreadable while reading (per process)
+        self._grey: bool | None = None
         # Default size: the median shorter side, so one odd image does not set the size for all.
         self.resolution = int(resolution if resolution is not None else np.median(scan.sizes))
+
+    @property
+    def grey(self) -> bool:
+        """Whether every file is stored greyscale (PIL modes 1, L, LA, I, I;16, F), read from the headers once."""
+        if self._grey is None:
+            from PIL import Image
+
+            def is_grey(path: Path) -> bool:
+                try:
+                    with Image.open(path) as img:
+                        return img.mode in GREY_MODES
+                except (OSError, ValueError):
+                    return False
+
+            self._grey = bool(self.paths) and all(is_grey(p) for p in self.paths)
+        return self._grey
 
     def load_uint8(self, index: int) -> np.ndarray:
         """Image `index` at the dataset's resolution; ImageReadError if the file cannot be decoded."""

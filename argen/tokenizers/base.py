@@ -27,13 +27,19 @@ from ..types import TokenizerOutput, TokenLayout
 
 @dataclass(frozen=True, kw_only=True)
 class TokenizerConfig(Config):
-    """Base of every tokenizer config. `resolution` is the nominal (square) image size of `layout`."""
+    """Base of every tokenizer config. `resolution` is the nominal (square) image size of `layout`. `channels`
+    is 3 for colour, or 1 for a tokenizer of greyscale images (trained on grey data: they arrive as 3 equal
+    channels), whose `decode` returns the mean of its three output channels in all three, so that samples
+    are grey as the data were (an untied decoder otherwise tints them)."""
 
     resolution: int = 256
+    channels: int = 3
 
     def __post_init__(self):
         if self.resolution < 1:
             raise ValueError(f"resolution must be a positive image size in pixels, got {self.resolution}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 3 (colour) or 1 (greyscale images), got {self.channels!r}")
 
     @property
     def downsample(self) -> int:
@@ -106,8 +112,12 @@ class Tokenizer(nn.Module):
 
     def decode(self, tokens: Tensor, grid: tuple[int, int] | None = None) -> Tensor:
         """Tokens -> images (B, 3, H, W) in [-1, 1]. `grid` is the finest token grid (h, w); by default
-        the layout's grid if the token count matches it, else the square grid of that many tokens."""
-        return self._decode(tokens, self.grid_for(tokens, grid))
+        the layout's grid if the token count matches it, else the square grid of that many tokens. A
+        greyscale tokenizer (`config.channels == 1`) returns three equal channels."""
+        images = self._decode(tokens, self.grid_for(tokens, grid))
+        if self.config.channels == 1:
+            images = images.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1).contiguous()
+        return images
 
     def forward(self, images: Tensor, rng: torch.Generator | None = None) -> TokenizerOutput:
         """Encode + decode in one pass with training losses (named, unweighted) and stats."""

@@ -53,10 +53,14 @@ def test_cli_train_writes_loadable_tokenizer_and_resumes(tmp_path, capsys, fashi
     assert main(args + ["--steps", "2"]) == 0
     printed = capsys.readouterr().out
     assert "perceptual loss: off" in printed and str(out / "tokenizer") in printed
+    assert "greyscale" in printed  # Fashion-MNIST is grey: so are the tokenizer's decoded images
     tok = argen.load(out / "tokenizer")
     assert tok.layout.grid == (8, 8) and (out / "reconstructions.png").stat().st_size > 0
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     assert tok.encode(x).shape == (1, 64)
+    assert tok.config.channels == 1
+    y = tok.decode(tok.encode(x))
+    assert torch.equal(y[:, 0], y[:, 1]) and torch.equal(y[:, 1], y[:, 2])
     assert main(args + ["--steps", "2"]) == 1  # refuses to overwrite a run without --resume
     assert "--resume" in capsys.readouterr().err
     assert main(args + ["--steps", "3", "--resume"]) == 0

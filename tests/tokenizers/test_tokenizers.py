@@ -140,3 +140,19 @@ def test_wrong_images_give_clear_errors():
         tok.encode(_images(1, size=30))
     with pytest.raises(ValueError, match="3 channels"):
         tok.encode(torch.zeros(1, 1, 32, 32))
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_a_greyscale_tokenizer_decodes_grey(name):
+    """channels=1 (trained on grey data): the decoder's three channels are averaged into equal ones."""
+    colour = _build(name).eval()
+    grey = registry.build(get_config(name).replace(channels=1)).eval()
+    grey.load_state_dict(colour.state_dict())
+    tokens = colour.encode(_images())
+    if colour.layout.discrete:  # encoding is unchanged (a VAE's posterior sample is random)
+        assert torch.equal(grey.encode(_images()), tokens)
+    c, g = colour.decode(tokens), grey.decode(tokens)
+    assert g.shape == c.shape and torch.equal(g[:, 0], g[:, 1]) and torch.equal(g[:, 0], g[:, 2])
+    torch.testing.assert_close(g[:, 0], c.mean(dim=1))
+    with pytest.raises(ValueError, match="channels"):
+        get_config(name).replace(channels=2)
