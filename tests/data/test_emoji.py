@@ -18,7 +18,7 @@ def test_count_categories_and_captions(emoji_all):
     assert len(ds) == 3786
     assert set(ds.classes) == CATEGORIES and ds.num_classes == 10
     assert ds.classes[0] == "Smileys & Emotion" and ds.classes[-1] == "Flags"  # Unicode order
-    assert len(ds.captions) == 3786 and all(c.strip() for c in ds.captions)
+    assert len(ds.captions) == 3786 and all(c.strip() for c in ds.captions) and not ds.grey
     assert ((ds.labels >= 0) & (ds.labels < 10)).all()
     assert sum(ds.class_counts().values()) == 3786 and ds.class_counts()["People & Body"] == 2261
     assert sum("skin tone" in c for c in ds.captions) == 1875  # every skin-tone variant got a caption

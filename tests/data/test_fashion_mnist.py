@@ -17,7 +17,7 @@ def test_counts_classes_and_range(fashion_root):
     assert len(load_dataset("fashion-mnist", split="all")) == 70000
     assert train.classes == CLASSES and train.num_classes == 10 and train.name == "fashion-mnist"
     assert set(train.class_counts().values()) == {6000} and set(test.class_counts().values()) == {1000}
-    assert train.resolution == 28 and train.captions is None
+    assert train.resolution == 28 and train.captions is None and train.grey
     x, y = train[0]
     assert x.shape == (3, 28, 28) and x.dtype == torch.float32
     assert x.min() == -1.0 and x.max() == 1.0  # black background, white pixels present

@@ -228,3 +228,11 @@ def test_bad_arguments_say_how_to_fix(class_folder):
         load_dataset(class_folder, split="validation")
     with pytest.raises(ValueError, match="resolution"):
         load_dataset(class_folder, resolution=0)
+
+
+def test_a_folder_of_greyscale_files_is_grey(tmp_path, make_image):
+    make_image(tmp_path / "g" / "a.png", mode="L")
+    make_image(tmp_path / "g" / "b.png", mode="I;16")
+    assert load_dataset(tmp_path / "g", split="all").grey
+    make_image(tmp_path / "g" / "c.png", mode="RGB")
+    assert not load_dataset(tmp_path / "g", split="all").grey  # one colour file: colour data
