@@ -160,12 +160,18 @@ def right_aligned(prefix: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor |
     return prefix.gather(1, order[..., None].expand_as(prefix)), mask.gather(1, order)
 
 
+def decoder_hidden(module: nn.Module, x: Tensor, rope: tuple[Tensor, Tensor], mask: AttnMask,
+                   cache: KVCache | NoCache = NO_CACHE, inputs: DecoderInputs | None = None) -> Tensor:
+    """Trunk and final norm over x (R, T, C). `inputs` carries the AdaLN / cross-attention condition of a
+    decoder built with another cond_mode than "prefix"."""
+    extra = {} if inputs is None else {"modulations": inputs.modulations, "contexts": inputs.contexts}
+    return module.norm(module.layers(x, rope=rope, mask=mask, cache=cache, **extra))
+
+
 def decoder_logits(module: nn.Module, x: Tensor, rope: tuple[Tensor, Tensor], mask: AttnMask,
                    cache: KVCache | NoCache = NO_CACHE, inputs: DecoderInputs | None = None) -> Tensor:
-    """Trunk, final norm and output projection over x (R, T, C); logits (R, T, V) in fp32. `inputs` carries
-    the AdaLN / cross-attention condition of a decoder built with another cond_mode than "prefix"."""
-    extra = {} if inputs is None else {"modulations": inputs.modulations, "contexts": inputs.contexts}
-    return module.output(module.norm(module.layers(x, rope=rope, mask=mask, cache=cache, **extra))).float()
+    """`decoder_hidden` and the output projection: logits (R, T, V) in fp32."""
+    return module.output(decoder_hidden(module, x, rope, mask, cache, inputs)).float()
 
 
 def causal_logits(module: nn.Module, seq: Tensor, c: Conditioning) -> Tensor:

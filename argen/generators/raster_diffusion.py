@@ -21,7 +21,8 @@ from ..heads.diffusion import DiffusionHead, DiffusionHeadConfig
 from ..registry import register
 from ..types import Conditioning, LossOutput, TokenLayout
 from .base import Generator
-from .llama import DecoderInputs, LlamaShape, add_llama_decoder, causal_logits, decoder_inputs, llama_init
+from .llama import (DecoderInputs, LlamaShape, add_llama_decoder, causal_logits, decoder_hidden, decoder_inputs,
+                    llama_init)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,8 +90,7 @@ class RasterDiffusionGenerator(Generator):
     def logits(self, x: Tensor, rope: tuple[Tensor, Tensor], mask, cache, inputs: DecoderInputs | None = None) -> Tensor:
         """The head input z (R, T, C): the decoder's final normed hidden states (not logits: the head is a
         diffusion model)."""
-        extra = {} if inputs is None else {"modulations": inputs.modulations, "contexts": inputs.contexts}
-        return self.norm(self.layers(x, rope=rope, mask=mask, cache=cache, **extra))
+        return decoder_hidden(self, x, rope, mask, cache, inputs)
 
     # ------------------------------------------------------------------ network
 
