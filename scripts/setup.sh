@@ -9,13 +9,24 @@ CACHE="${ARGEN_CACHE:-$HOME/.cache/argen}"
 
 log() { echo "[setup] $*"; }
 
-# 1. torch: the machine's local wheels when present (CUDA build that also runs on CPU), else PyPI.
+# 1. torch. With an NVIDIA GPU: PyPI's default (CUDA) build. Without one: PyTorch's CPU-only wheels (a few hundred
+#    MB instead of ~3 GB of CUDA libraries); where that index cannot be reached (offline mirrors), the default
+#    build, which runs on the CPU too. TORCH_INDEX_URL overrides the choice.
+has_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
 if ! $PY -c "import torch, torchvision" 2>/dev/null; then
-  log "installing torch"
-  if [ "$(uname -m)" = "x86_64" ]; then
-    $PY -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || $PY -m pip install -q "torch>=2.4" torchvision
+  CPU_INDEX="https://download.pytorch.org/whl/cpu"
+  if [ -n "${TORCH_INDEX_URL:-}" ]; then
+    log "installing torch from $TORCH_INDEX_URL"
+    $PY -m pip install -q --index-url "$TORCH_INDEX_URL" "torch>=2.4" torchvision
+  elif ! has_gpu && $PY -m pip install -q --index-url "$CPU_INDEX" "torch>=2.4" torchvision 2>/dev/null; then
+    log "no NVIDIA GPU: installed PyTorch's CPU-only build"
   else
-    $PY -m pip install -q "torch==2.9.1" "torchvision==0.24.1" || $PY -m pip install -q "torch>=2.4" torchvision
+    has_gpu || log "no NVIDIA GPU, but $CPU_INDEX is unreachable: installing the default build (runs on the CPU too)"
+    if [ "$(uname -m)" = "x86_64" ]; then
+      $PY -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || $PY -m pip install -q "torch>=2.4" torchvision
+    else
+      $PY -m pip install -q "torch==2.9.1" "torchvision==0.24.1" || $PY -m pip install -q "torch>=2.4" torchvision
+    fi
   fi
 fi
 
