@@ -97,7 +97,7 @@ def run_argen(args, labels):
     pipe, _ = convert_pipeline(args.tokenizer, args.generator, preset="mar-b")
     pipe = pipe.eval()
     knobs = {"num_steps": args.steps, "cfg": args.cfg, "cfg_schedule": "linear", "temperature": args.temperature,
-             "diffusion_steps": args.diffusion_steps}
+             "diffusion_steps": args.diffusion_steps, "cfg_refresh": args.cfg_refresh}
 
     def once(seed):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -123,6 +123,8 @@ def main() -> int:
     p.add_argument("--cfg", type=float, default=2.9)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--pack-weights", action="store_true", help="argen: prepacked oneDNN weights while sampling")
+    p.add_argument("--cfg-refresh", type=int, default=1,
+                   help="argen, approximate: run the unconditional rows every N-th step (LazyMAR-style; 1 = exact)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--warmup", type=int, default=1, help="untimed runs first (allocator, oneDNN kernels)")
@@ -146,6 +148,7 @@ def main() -> int:
     print(json.dumps({"impl": args.impl, "batch": args.batch, "steps": args.steps,
                       "diffusion_steps": args.diffusion_steps, "cfg": args.cfg, "threads": args.threads,
                       "pack_weights": args.pack_weights if args.impl == "argen" else None,
+                      "cfg_refresh": args.cfg_refresh if args.impl == "argen" else None,
                       "tokens_s": round(gen_s, 2), "decode_s": round(dec_s, 2),
                       "images_per_s": round(args.batch / total, 4), "tokens_cpu_s": round(gen_cpu, 2),
                       "decode_cpu_s": round(dec_cpu, 2), "images_per_cpu_s": round(args.batch / (gen_cpu + dec_cpu), 4)}))

@@ -166,3 +166,29 @@ def test_presets_and_pipeline():
     assert pipe.tokenizer.layout == pipe.generator.layout  # continuous 8x8 x 4 tokens
     images = pipe(["bag", -1], seed=0, num_steps=2)
     assert images.shape == (2, 3, 32, 32) and images.abs().max() <= 1
+
+
+def test_cfg_refresh_runs_the_unconditional_rows_every_nth_step_only():
+    """The condition cache (cfg_refresh > 1) skips the uncond half of the network on the steps in between;
+    1 is exact MAR, and without guidance it changes nothing."""
+    g, cond = tiny()
+    rows = []
+    real = g.condition
+
+    def counted(tokens, known, c):
+        rows.append(tokens.shape[0])
+        return real(tokens, known, c)
+
+    g.condition = counted
+    exact = generate(g, cond, [0, 1], seed=0, cfg=3.0, num_steps=4)
+    assert rows == [4, 4, 4, 4]
+    rows.clear()
+    lazy = generate(g, cond, [0, 1], seed=0, cfg=3.0, num_steps=4, cfg_refresh=2)
+    assert rows == [4, 2, 4, 2]  # steps 1 and 3 run the two conditional rows only
+    assert lazy.shape == exact.shape and not torch.equal(lazy, exact)  # an approximation, not exact MAR
+    assert torch.equal(generate(g, cond, [0, 1], seed=0, cfg=3.0, num_steps=4, cfg_refresh=1), exact)
+    rows.clear()
+    plain = generate(g, cond, [0, 1], seed=0, cfg=1.0, num_steps=4)
+    assert torch.equal(generate(g, cond, [0, 1], seed=0, cfg=1.0, num_steps=4, cfg_refresh=3), plain)
+    with pytest.raises(ValueError, match="cfg_refresh"):
+        generate(g, cond, [0], cfg_refresh=0)

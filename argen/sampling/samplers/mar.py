@@ -11,7 +11,11 @@ cfg_schedule="linear" with this sampler's progress: the fraction decided *after*
 (so the last step uses 1 + (s - 1)(U0 - 1) / U0, as the official code).
 
 Options: `num_steps` (K, default the config's), `order` ("random" from the sampling rng, "raster", an int seed
-or a permutation), `diffusion_steps` (the head's respaced denoising steps; default the head config's 100).
+or a permutation), `diffusion_steps` (the head's respaced denoising steps; default the head config's 100), and
+`cfg_refresh` (approximate, training-free, in the spirit of LazyMAR's condition cache, https://arxiv.org/abs/
+2503.12450): with guidance, the unconditional half of the network runs only every `cfg_refresh`-th step; in
+between its condition vectors are the conditional ones minus the (cond - uncond) difference cached at the last
+full step, so those steps run the transformer on half the rows. 1 (the default) is exact MAR.
 Editing puts the known positions at the end of the order, which is revealed first, so they are context from the
 first step.
 """
@@ -33,6 +37,7 @@ class MAROptions(DecodeOptions):
     num_steps: int = 64
     order: OrderSpec = "random"
     diffusion_steps: int | None = None  # None: the head config's sampling_steps
+    cfg_refresh: int = 1  # run the unconditional rows every this many steps (1: every step, exact)
 
     def __post_init__(self):
         if isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int) or self.num_steps < 1:
@@ -45,6 +50,9 @@ class MAROptions(DecodeOptions):
                                                  or self.diffusion_steps < 2):
             raise ValueError(f"diffusion_steps must be an integer >= 2 (MAR samples with 100), got "
                              f"{self.diffusion_steps}")
+        if isinstance(self.cfg_refresh, bool) or not isinstance(self.cfg_refresh, int) or self.cfg_refresh < 1:
+            raise ValueError(f"cfg_refresh must be an integer >= 1 (1 = exact; 2 runs the unconditional rows every "
+                             f"other step), got {self.cfg_refresh!r}")
 
 
 @dataclass
@@ -54,6 +62,7 @@ class MARState(State):
     initial_unknown: Tensor | None = None  # (B,)
     to_predict: Tensor | None = None  # (B, L) bool: positions this step reveals (set by predict)
     masked_after: Tensor | None = None  # (B,) the count MAR's schedule keeps masked after this step (for CFG)
+    guidance_delta: Tensor | None = None  # (B, L, dim) z_cond - z_uncond at the last full step (cfg_refresh > 1)
 
 
 @register_sampler("mar")
@@ -99,7 +108,15 @@ class MARSampler(Sampler):
     def predict(self, state: MARState, rng: torch.Generator) -> Tensor:
         """Condition vectors (R * k, dim) of the positions this step reveals, rows [cond ...; uncond ...]."""
         self._plan(state)
-        z = self.gen.condition(self._repeat(state, state.tokens), self._repeat(state, state.known), state.c)
+        B, guided = state.batch_size, state.rows == 2 * state.batch_size
+        reuse = guided and state.guidance_delta is not None and state.step % self.options.cfg_refresh != 0
+        if reuse:  # condition cache: the cond rows only, the uncond ones from the cached difference
+            zc = self.gen.condition(state.tokens, state.known, state.c.rows(0, B))
+            z = torch.cat([zc, zc - state.guidance_delta])
+        else:
+            z = self.gen.condition(self._repeat(state, state.tokens), self._repeat(state, state.known), state.c)
+            if guided and self.options.cfg_refresh > 1:
+                state.guidance_delta = z[:B] - z[B:]
         return z[self._repeat(state, state.to_predict)]
 
     def progress(self, state: MARState) -> float:
