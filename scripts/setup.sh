@@ -13,20 +13,28 @@ log() { echo "[setup] $*"; }
 #    MB instead of ~3 GB of CUDA libraries); where that index cannot be reached (offline mirrors), the default
 #    build, which runs on the CPU too. TORCH_INDEX_URL overrides the choice.
 has_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
-if ! $PY -c "import torch, torchvision" 2>/dev/null; then
+torch_ok() { $PY -c "import torch, torchvision" 2>/dev/null; }  # a mismatched pair fails here (torchvision::nms)
+if ! torch_ok; then
   CPU_INDEX="https://download.pytorch.org/whl/cpu"
   if [ -n "${TORCH_INDEX_URL:-}" ]; then
     log "installing torch from $TORCH_INDEX_URL"
     $PY -m pip install -q --index-url "$TORCH_INDEX_URL" "torch>=2.4" torchvision
-  elif ! has_gpu && $PY -m pip install -q --index-url "$CPU_INDEX" "torch>=2.4" torchvision 2>/dev/null; then
-    log "no NVIDIA GPU: installed PyTorch's CPU-only build"
-  else
-    has_gpu || log "no NVIDIA GPU, but $CPU_INDEX is unreachable: installing the default build (runs on the CPU too)"
+  elif ! has_gpu; then
+    if $PY -m pip install -q --index-url "$CPU_INDEX" "torch>=2.4" torchvision 2>/dev/null && torch_ok; then
+      log "no NVIDIA GPU: installed PyTorch's CPU-only build"
+    else  # unreachable index, or pip mixed a local CPU torch with a CUDA torchvision (they do not import together)
+      log "no NVIDIA GPU, but PyTorch's CPU-only wheels from $CPU_INDEX are unavailable or do not import" \
+          "together: installing the default build (runs on the CPU too)"
+    fi
+  fi
+  if ! torch_ok; then
     if [ "$(uname -m)" = "x86_64" ]; then
       $PY -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || $PY -m pip install -q "torch>=2.4" torchvision
     else
       $PY -m pip install -q "torch==2.9.1" "torchvision==0.24.1" || $PY -m pip install -q "torch>=2.4" torchvision
     fi
+    torch_ok || { log "torch and torchvision do not import together: see the error below"; \
+                  $PY -c "import torch, torchvision"; exit 1; }
   fi
 fi
 

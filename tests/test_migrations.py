@@ -46,7 +46,11 @@ def test_version_1_pipelines_load_and_reproduce_their_outputs(kind, tmp_path):
     got = outputs(pipe, kind, expected["default"])
     assert set(got) == set(expected)
     for name, value in got.items():
-        assert torch.equal(value, expected[name]), name  # bit for bit, not approximately
+        if name == "images":  # a float conv decode: oneDNN picks kernels by the CPU's instruction set, so on
+            # another machine than the one that wrote the fixtures the last bits differ (~3e-6 seen)
+            torch.testing.assert_close(value, expected[name], rtol=0, atol=1e-4, msg=name)
+        else:  # tokens (sampling included) and losses: bit for bit, not approximately
+            assert torch.equal(value, expected[name]), name
     # saved again, it is a current (component-folder) directory with the same outputs
     pipe.save(tmp_path / "v2")
     meta = json.loads((tmp_path / "v2" / "config.json").read_text())
