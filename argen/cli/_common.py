@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import sys
 import warnings
 
@@ -80,6 +81,88 @@ def resolve_device(name: str):
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
     return dev
+
+
+# ----------------------------------------------------------------------------- torchrun
+
+def add_strategy_arguments(p: argparse.ArgumentParser) -> None:
+    """--strategy and --activation-checkpointing for the training commands."""
+    p.add_argument("--strategy", default="auto", choices=["auto", "single", "ddp", "fsdp"],
+                   help="how processes share the work: single (one process), ddp (every rank holds the model), fsdp "
+                        "(FSDP2: parameters, gradients and optimizer state sharded; DCP checkpoints); launch ddp/fsdp "
+                        "with torchrun --nproc_per_node N -m argen ...; auto: ddp under torchrun, else single")
+    p.add_argument("--activation-checkpointing", action="store_true",
+                   help="recompute transformer-block activations in backward (less memory, ~1/3 more compute)")
+
+
+def world() -> tuple[int, int, int]:
+    """(rank, local rank, world size) from torchrun's environment (0, 0, 1 outside torchrun)."""
+    env = os.environ
+    return int(env.get("RANK", "0")), int(env.get("LOCAL_RANK", "0")), int(env.get("WORLD_SIZE", "1"))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rank_device(name: str, strategy: str):
+    """The device of this process: `--device` alone for one process; under torchrun `cuda:LOCAL_RANK` (made
+    the current CUDA device) unless --device cpu (or no GPU), so N ranks of a node use N GPUs."""
+    import torch
+
+    _, local_rank, size = world()
+    if strategy == "single" and size == 1:
+        return resolve_device(name)
+    if name.startswith("cuda:") and size > 1:
+        raise ValueError(f"--device {name}: under torchrun each rank uses cuda:LOCAL_RANK; pass --device cuda "
+                         "(or auto) and choose GPUs with CUDA_VISIBLE_DEVICES")
+    dev = resolve_device(name)
+    if dev.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(f"local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible); start "
+                             f"torchrun with --nproc_per_node {torch.cuda.device_count()} or fewer")
+        dev = torch.device("cuda", local_rank if size > 1 else (dev.index or 0))
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def make_strategy(args: argparse.Namespace):
+    """The training strategy of --strategy, with its process-group settings (not yet set up). Under torchrun
+    init_process_group reads the rendezvous from the environment; --strategy ddp/fsdp without torchrun runs
+    a one-process group on a free local port (e.g. to try FSDP on one GPU)."""
+    from ..train.distributed import STRATEGIES
+
+    name = getattr(args, "strategy", "auto") or "auto"
+    _, _, size = world()
+    if name == "auto":
+        name = "ddp" if size > 1 else "single"
+    if name == "single" and size > 1:
+        raise ValueError(f"--strategy single under torchrun would train {size} separate copies of the run; use "
+                         "--strategy ddp or fsdp (or run without torchrun)")
+    ac = bool(getattr(args, "activation_checkpointing", False))
+    if name == "single":
+        return STRATEGIES[name](activation_checkpointing=ac)
+    kwargs = {"timeout_minutes": 60.0}  # rank 0 alone writes the token cache / saved models while others wait
+    if "MASTER_ADDR" not in os.environ:
+        kwargs.update(init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    return STRATEGIES[name](activation_checkpointing=ac, **kwargs)
+
+
+def main_process_log():
+    """`say` on rank 0, a silent logger on the other ranks (one copy of every message)."""
+    rank, _, _ = world()
+    return say if rank == 0 else None
+
+
+def finish(strategy) -> None:
+    """Leave the process group, if the command joined one."""
+    close = getattr(strategy, "close", None)
+    if callable(close):
+        close()
 
 
 def add_set_argument(p: argparse.ArgumentParser, subject: str) -> None:
@@ -181,6 +264,9 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str, cfg_he
                         "keep the most confident)")
     g.add_argument("--diffusion-steps", type=positive_int, default=None,
                    help="MAR: the diffusion head's denoising steps per token (default: the model's, 100 for MAR)")
+    g.add_argument("--cfg-refresh", type=positive_int, default=None,
+                   help="MAR, approximate speed-up (LazyMAR-style condition cache): run the unconditional rows "
+                        "every N-th step only (default 1: exact)")
     g.add_argument("--gumbel", type=finite_float, default=None,
                    help="next-scale: VAR's Gumbel smoothing of the next scale's inputs (0.27 is VAR's; default off)")
     g.add_argument("--prune", type=_prune, nargs="+", default=None, metavar="RATIO",
@@ -192,7 +278,7 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str, cfg_he
 
 
 _KNOBS = ("cfg", "cfg_schedule", "temperature", "top_k", "top_p", "order", "num_steps", "choice_temperature",
-          "diffusion_steps", "gumbel", "prune")
+          "diffusion_steps", "cfg_refresh", "gumbel", "prune")
 
 
 def sampling_overrides(args: argparse.Namespace) -> dict:

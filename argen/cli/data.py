@@ -35,6 +35,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "keeping their relative paths; DIR/quarantine.jsonl records why")
     p.add_argument("--root", default=None, help="folder holding the files of a named dataset; None uses the installed copy")
     p.add_argument("--no-download", action="store_true", help="never download a named dataset that is not installed")
+    p.add_argument("--write-shards", default=None, metavar="DIR",
+                   help="also write the split as tar shards in DIR (PNG + label [+ caption] per sample); a token "
+                        "cache directory (OUT/tokens of `argen train`) as NAME_OR_PATH is written as token shards. "
+                        "Train from them with --data DIR / --cache DIR")
+    p.add_argument("--shard-size", type=positive_int, default=5000, help="samples per tar shard")
 
 
 def pick_examples(ds, n: int) -> tuple[list[int], int, bool]:
@@ -61,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
     from ..imageio import DEFAULT_MAX_PIXELS, save_grid
     from ._common import say
 
+    if args.write_shards and (Path(args.dataset) / "meta.json").is_file():  # a token cache
+        from ..data.shards import write_token_shards
+
+        out = write_token_shards(args.dataset, args.write_shards, samples_per_shard=args.shard_size, progress=True)
+        say(f"token shards: {out} (read them with --cache {out})")
+        return 0
     named = dataset_key(args.dataset) is not None
     if named:
         options = {"root": args.root, "download": not args.no_download}
@@ -99,6 +110,12 @@ def run(args: argparse.Namespace) -> int:
         say(f"quarantined: moved {len(moved)} file(s) to {args.quarantine}" + (
             f" (reasons in {Path(args.quarantine) / RECORD})" if moved else ""))
 
+    if args.write_shards:
+        from ..data.shards import read_manifest, write_shards
+
+        out = write_shards(ds, args.write_shards, samples_per_shard=args.shard_size, progress=True)
+        n = len(read_manifest(out)["splits"][ds.split]["shards"])
+        say(f"shards: {out} ({len(ds)} images of split {ds.split} in {n} tar file(s); train with --data {out})")
     picks, nrow, by_class = pick_examples(ds, args.n)
     if not picks:
         return 0

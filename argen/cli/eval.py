@@ -5,6 +5,7 @@
     argen eval --real-floor fashion-mnist --n 1000           # train split vs test split
     argen eval --train-features lenet-fmnist                 # train the fast feature net once (CPU, minutes)
     argen eval --list-features
+    torchrun --nproc_per_node 8 -m argen eval --samples samples/ --ref fashion-mnist:test   # features split over 8 ranks
     argen eval --train-alignment emoji                       # train argen's contrastive text-image model (CPU, minutes)
     argen eval --alignment --samples samples/ --prompts prompts.txt   # TIS_align-minilm-emoji (not CLIPScore)
     argen eval --alignment --samples samples/ --clip-weights open_clip_model.safetensors --clip-model ViT-B-32
@@ -20,7 +21,8 @@ import time
 import warnings
 from pathlib import Path
 
-from ._common import add_device_argument, add_threads_argument, apply_threads, positive_int, resolve_device, say
+from ._common import (add_device_argument, add_threads_argument, apply_threads, finish, positive_int, rank_device,
+                      resolve_device, say, world)
 
 COMMAND = "eval"
 HELP = "evaluate samples (FID/KID/precision/recall) against a reference dataset or folder"
@@ -59,9 +61,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--clip-weights: the weights' open_clip tag for the label, e.g. laion2b_s34b_b79k")
     p.add_argument("--ref", default="fashion-mnist:test",
                    help="reference: dataset spec name:split[@resolution], a folder, or an .npz")
-    p.add_argument("--n", type=int, default=None,
+    p.add_argument("--n", "--num-samples", dest="n", type=int, default=None,
                    help="number of samples to use (default: all); fewer than there are: a seeded random subset, "
-                        "class-stratified where there are labels; more than there are is an error")
+                        "class-stratified where there are labels; more than there are is an error (under torchrun "
+                        "write --num-samples: torchrun takes --n for its own options)")
     p.add_argument("--n-ref", type=int, default=None,
                    help="number of reference images (default: as many as the samples, capped at the reference's "
                         "size); chosen like --n")
@@ -159,13 +162,25 @@ def run(args: argparse.Namespace) -> int:
         suffix = f"@{res}" if res else ""
         samples, ref = f"{name}:train{suffix}", f"{name}:test{suffix}"
     out = Path(args.out) if args.out else _default_out(args)
-    with warnings.catch_warnings():  # printed below as one line each, from result["warnings"]
-        warnings.simplefilter("ignore", UnstableMetricWarning)
-        result = evaluate(samples, reference=ref, features=args.features, n=args.n, seed=args.seed, n_ref=args.n_ref,
-                          kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
-                          batch_size=args.batch_size, device=resolve_device(args.device),
-                          cache_dir=Path(args.cache_dir).expanduser(), stats_cache=not args.no_cache,
-                          weights=args.weights, out=out, progress=not args.no_progress)
+    strategy, device = None, None
+    if world()[2] > 1:  # torchrun: the ranks share the feature extraction, rank 0 reports
+        from ..train.distributed import DDP
+
+        strategy = DDP(timeout_minutes=60.0)
+        device = rank_device(args.device, "ddp")
+        strategy.setup(device)
+    try:
+        with warnings.catch_warnings():  # printed below as one line each, from result["warnings"]
+            warnings.simplefilter("ignore", UnstableMetricWarning)
+            result = evaluate(samples, reference=ref, features=args.features, n=args.n, seed=args.seed,
+                              n_ref=args.n_ref, kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
+                              batch_size=args.batch_size, device=device or resolve_device(args.device),
+                              cache_dir=Path(args.cache_dir).expanduser(), stats_cache=not args.no_cache,
+                              weights=args.weights, out=out, progress=not args.no_progress, distributed=strategy)
+    finally:
+        finish(strategy)
+    if strategy is not None and strategy.rank != 0:
+        return 0
     for note in result["warnings"]:
         say(f"warning: {note}")
     for side in ("samples", "reference"):

@@ -3,6 +3,7 @@
     argen tokenizer train --preset vq-tiny --data fashion-mnist --steps 300 --out runs/vq-tiny
     argen tokenizer train --preset vq-tiny --data fashion-mnist --steps 600 --out runs/vq-tiny --resume
     argen tokenizer eval runs/vq-tiny --data fashion-mnist --split test --n 1000 --features lenet-fmnist
+    torchrun --nproc_per_node 2 -m argen tokenizer train --preset vq-tiny --strategy ddp --out runs/vq   # GAN phases too
 
 `train` is an argv layer over `argen.train_tokenizer` (argen/train/recipes.py: defaults, --set routing:
 `train.*` -> TrainConfig, `loss.*` / `task.*` -> the objective, other keys -> the tokenizer config, e.g.
@@ -16,9 +17,10 @@ import argparse
 from pathlib import Path
 
 from . import HelpFormatter
-from ._common import (add_data_arguments, add_device_argument, add_progress_argument, add_set_argument, add_threads_argument,
-                      apply_threads, data_options, positive_float, positive_int, resolve_device, resolve_progress, say, seed_int,
-                      warnings_as_lines)
+from ._common import (add_data_arguments, add_device_argument, add_progress_argument, add_set_argument,
+                      add_strategy_arguments, add_threads_argument, apply_threads, data_options, finish, main_process_log,
+                      make_strategy, positive_float, positive_int, rank_device, resolve_device, resolve_progress, say,
+                      seed_int, warnings_as_lines)
 
 COMMAND = "tokenizer"
 HELP = "train a tokenizer preset on a dataset, or evaluate a trained tokenizer (PSNR, SSIM, rFID, usage)"
@@ -42,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_arguments(t)
     add_set_argument(t, "tokenizer")
     add_device_argument(t)
+    add_strategy_arguments(t)
     add_threads_argument(t)
 
     e = sub.add_parser("eval", help="PSNR, SSIM, rFID, codebook usage of a trained tokenizer",
@@ -67,10 +70,16 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from ..train.recipes import train_tokenizer
 
-    train_tokenizer(args.preset, out=args.out, data=args.data, resolution=args.resolution, steps=args.steps,
-                    batch_size=args.batch_size, lr=args.lr, seed=args.seed, resume=args.resume,
-                    overrides=args.overrides, progress=resolve_progress(args.progress),
-                    device=resolve_device(args.device), data_options=data_options(args), log=say)
+    strategy = make_strategy(args)
+    device = rank_device(args.device, strategy.name)
+    log = main_process_log()
+    try:
+        train_tokenizer(args.preset, out=args.out, data=args.data, resolution=args.resolution, steps=args.steps,
+                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, resume=args.resume,
+                        overrides=args.overrides, progress=resolve_progress(args.progress), device=device,
+                        data_options=data_options(args), distributed=strategy, **({"log": log} if log else {}))
+    finally:
+        finish(strategy)
     return 0
 
 

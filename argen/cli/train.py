@@ -4,6 +4,7 @@
     argen train --preset fmnist-raster-tiny --data fashion-mnist --tokenizer runs/vq --steps 2000 --out runs/ar
     argen train ... --out runs/ar --steps 4000 --resume          # continue (exact resume via the Trainer)
     argen sample runs/ar --per-class 8 --seed 0 --cfg 2 --out samples/
+    torchrun --nproc_per_node 4 -m argen train ... --strategy fsdp --out runs/ar   # 4 GPUs (or CPU ranks)
 
 An argv layer over `argen.train_generator` (argen/train/recipes.py), which documents the defaults, the fitting
 of the generator to the tokenizer and data, and the --set routing rule.
@@ -12,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import (add_data_arguments, add_device_argument, add_progress_argument, add_set_argument, add_threads_argument,
-                      apply_threads, data_options, nonnegative_int, positive_float, positive_int, resolve_device, resolve_progress,
-                      say, seed_int)
+from ._common import (add_data_arguments, add_device_argument, add_progress_argument, add_set_argument,
+                      add_strategy_arguments, add_threads_argument, apply_threads, data_options, finish, main_process_log,
+                      make_strategy, nonnegative_int, positive_float, positive_int, rank_device, resolve_progress,
+                      seed_int)
 
 COMMAND = "train"
 HELP = "train a generator (raster, random-order, next-scale, ...) on a dataset's tokens; saves a pipeline"
@@ -40,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_arguments(p)
     add_set_argument(p, "generator")
     add_device_argument(p)
+    add_strategy_arguments(p)
     add_threads_argument(p)
 
 
@@ -47,9 +50,16 @@ def run(args: argparse.Namespace) -> int:
     from ..train.recipes import train_generator
 
     apply_threads(args.threads)
-    train_generator(args.preset, out=args.out, tokenizer=args.tokenizer, data=args.data, steps=args.steps,
-                    batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_images=args.max_images,
-                    cache=args.cache, resume=args.resume, samples_per_class=args.samples_per_class,
-                    overrides=args.overrides, progress=resolve_progress(args.progress),
-                    device=resolve_device(args.device), data_options=data_options(args), log=say)
+    strategy = make_strategy(args)
+    device = rank_device(args.device, strategy.name)
+    log = main_process_log()
+    try:
+        train_generator(args.preset, out=args.out, tokenizer=args.tokenizer, data=args.data, steps=args.steps,
+                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_images=args.max_images,
+                        cache=args.cache, resume=args.resume, samples_per_class=args.samples_per_class,
+                        overrides=args.overrides, progress=resolve_progress(args.progress), device=device,
+                        data_options=data_options(args), distributed=strategy,
+                        **({"log": log} if log else {}))
+    finally:
+        finish(strategy)
     return 0

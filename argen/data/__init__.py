@@ -7,6 +7,8 @@
     check_classes(ds, model_class_names)     # DataError listing the differences
     real = ds.uint8_images(5000)         # (5000, 32, 32, 3) uint8, fast (a slice for IDX sources)
 
+Tar shards (`write_shards`, shards.py) load like a folder: pass the shard directory.
+
 Names: "fashion-mnist", "emoji", or a folder path (a folder literally named like a dataset is
 reached as "./emoji").
 """
@@ -26,6 +28,7 @@ from .fashion_mnist import FashionMNIST
 from .folder import TEST_FRACTION, FolderScan, ImageFolder, OnSkip, scan_folder
 from .quarantine import quarantine
 from .splits import evaluation_order, held_out_mask, subset_rule
+from .shards import ImageShards, TokenShards, is_shard_dir, load_shards, write_shards, write_token_shards
 from .token_cache import TokenCacheDataset, build_token_cache, fingerprint
 
 DATASETS = {"fashion-mnist": FashionMNIST, "emoji": Emoji}
@@ -73,6 +76,8 @@ def load_dataset(name_or_path: str | os.PathLike, split: str = "train", resoluti
     if key is not None:
         return DATASETS[key](split=split, resolution=resolution, **options)
     path = Path(name_or_path).expanduser()
+    if path.is_dir() and is_shard_dir(path):  # tar shards written by write_shards
+        return ImageShards(path, split=split, resolution=resolution)
     if path.is_dir():
         return ImageFolder(path, split=split, resolution=resolution, on_error=on_error, check=check,
                            on_skip=on_skip, max_pixels=max_pixels, **options)
@@ -90,4 +95,5 @@ def uint8_images(name_or_path: str | os.PathLike, n: int | None = None, split: s
 __all__ = ["load_dataset", "uint8_images", "dataset_names", "dataset_key", "ImageDataset", "ImageFolder", "FashionMNIST",
            "Emoji", "scan_folder", "FolderScan", "check_classes", "quarantine", "evaluation_order", "held_out_mask",
            "subset_rule", "build_token_cache", "TokenCacheDataset", "fingerprint", "DEFAULT_MAX_PIXELS",
+           "ImageShards", "TokenShards", "load_shards", "write_shards", "write_token_shards", "is_shard_dir",
            "TEST_FRACTION"]

@@ -198,23 +198,32 @@ def _subset_info(count: int, total: int, seed: int, labelled: bool) -> dict:
 
 @torch.inference_mode()
 def extract_features(net: FeatureNet, batches: Iterable[Tensor], total: int | None = None,
-                     progress: bool = False, desc: str = "features") -> np.ndarray:
-    """Run `net` over uint8 batches -> float32 (N, D) numpy array."""
-    it = batches
-    if progress:
+                     progress: bool = False, desc: str = "features", distributed: Any = None) -> np.ndarray:
+    """Run `net` over uint8 batches -> float32 (N, D) numpy array.
+
+    With `distributed` (an `argen.train` strategy of several processes, e.g. under torchrun) rank r runs
+    the net on batches r, r + W, ... only, and the features are gathered to every rank in batch order: the
+    same array as one process computes (every rank reads all batches; only the network's work is split)."""
+    rank, size = (0, 1) if distributed is None else (distributed.rank, distributed.world_size)
+    if progress and rank == 0:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, desc=desc, unit="img")
-    out = []
-    for x in it:
-        out.append(net(x).cpu().numpy().astype(np.float32))
+    else:
+        progress = False
+    out: list[tuple[int, np.ndarray]] = []
+    for i, x in enumerate(batches):
+        if i % size == rank:
+            out.append((i, net(x).cpu().numpy().astype(np.float32)))
         if progress:
             bar.update(len(x))
     if progress:
         bar.close()
+    if size > 1:
+        out = sorted((pair for part in distributed.gather(out) for pair in part), key=lambda pair: pair[0])
     if not out:
         raise DataError(f"{desc}: no images to evaluate")
-    return np.concatenate(out)
+    return np.concatenate([f for _, f in out])
 
 
 def _cache_key(fields: dict) -> str:
@@ -232,14 +241,16 @@ def _read_cached(path: Path, dim: int) -> np.ndarray | None:
 
 def dataset_features(net: FeatureNet, spec: DatasetSpec, n: int | None, resolution: int | None = None,
                      batch_size: int = 64, cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
-                     progress: bool = False, seed: int = DEFAULT_SEED, strict: bool = True) -> tuple[np.ndarray, dict]:
+                     progress: bool = False, seed: int = DEFAULT_SEED, strict: bool = True,
+                     distributed: Any = None) -> tuple[np.ndarray, dict]:
     """Features of `n` images of a dataset (all when None), through the on-disk cache; returns (features, info).
 
     The images are the first `n` of `evaluation_order(labels, seed)` (a seeded class-stratified order);
     `n` above the split's size is refused when `strict`, else capped. One cache entry per (feature net +
     weights hash, dataset, split, resolution, resize, seed, N). Because the subset is always a prefix
     of the order, an entry for a larger N serves a smaller one (sliced), and an entry for a smaller N
-    is extended rather than recomputed (`cache_hit` is then "partial").
+    is extended rather than recomputed (`cache_hit` is then "partial"). With `distributed` the ranks share
+    the feature extraction (see `extract_features`) and rank 0 alone writes the cache.
     """
     from ..data.splits import evaluation_order
 
@@ -274,9 +285,9 @@ def dataset_features(net: FeatureNet, spec: DatasetSpec, n: int | None, resoluti
     if len(done) < count:
         images = ds.uint8_images(indices=evaluation_order(ds.labels, seed)[len(done):count])  # (N - done, H, W, 3)
         new = extract_features(net, _batches(images, None, batch_size), total=len(images), progress=progress,
-                               desc=f"{spec} features")
+                               desc=f"{spec} features", distributed=distributed)
         feats = np.concatenate([done, new])
-    if path is not None:
+    if path is not None and (distributed is None or distributed.is_main):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UnstableMetricWarning)  # the caller warns once, with context
             mu, sigma = feature_statistics(feats) if count >= 2 else (feats.mean(0), np.zeros((net.dim,) * 2))
@@ -289,7 +300,7 @@ def dataset_features(net: FeatureNet, spec: DatasetSpec, n: int | None, resoluti
 
 def _source_features(net: FeatureNet, source: Any, n: int | None, resolution: int | None, batch_size: int,
                      cache_dir, progress: bool, desc: str, seed: int = DEFAULT_SEED,
-                     strict: bool = True) -> tuple[np.ndarray, dict, int | None]:
+                     strict: bool = True, distributed: Any = None) -> tuple[np.ndarray, dict, int | None]:
     """Features + description + image resolution of samples or reference, whatever form they come in.
 
     `n` images (all when None): a seeded subset when fewer than the source holds (see the module
@@ -297,7 +308,8 @@ def _source_features(net: FeatureNet, source: Any, n: int | None, resolution: in
     """
     spec = _as_spec(source)
     if isinstance(spec, DatasetSpec):
-        feats, info = dataset_features(net, spec, n, resolution, batch_size, cache_dir, progress, seed, strict)
+        feats, info = dataset_features(net, spec, n, resolution, batch_size, cache_dir, progress, seed, strict,
+                                       distributed)
         return feats, {"kind": "dataset", **info}, info["resolution"]
     if isinstance(spec, Path):
         if spec.is_file() and spec.suffix == ".npz":
@@ -336,7 +348,7 @@ def _source_features(net: FeatureNet, source: Any, n: int | None, resolution: in
             shape[:] = list(x.shape)
             yield x
 
-    feats = extract_features(net, tracked(), total=total, progress=progress, desc=desc)
+    feats = extract_features(net, tracked(), total=total, progress=progress, desc=desc, distributed=distributed)
     if info["kind"] == "iterable":
         if n is not None and len(feats) < n and strict:
             raise DataError(f"{desc}: asked for {n} images but the iterable gave only {len(feats)}; pass "
@@ -410,7 +422,7 @@ def evaluate(samples: Any, reference: Any = "fashion-mnist:test", features: str 
              kid_subset_size: int = 1000, pr_k: int = 3, batch_size: int = 64,
              device: str | torch.device = "cpu", cache_dir: str | Path = DEFAULT_CACHE_DIR,
              stats_cache: bool = True, weights: str | Path | None = None, out: str | Path | None = None,
-             progress: bool = False) -> dict:
+             progress: bool = False, distributed: Any = None) -> dict:
     """Compare `samples` with `reference` on a feature network; see the module docstring.
 
     `features` is a registered feature-network name ('inception', 'lenet-fmnist') or a loaded FeatureNet;
@@ -418,6 +430,8 @@ def evaluate(samples: Any, reference: Any = "fashion-mnist:test", features: str 
     `n` (and an explicit `n_ref`) above what a source holds raises DataError saying how many there are.
     `seed` draws the evaluated subsets and the KID subsets. `stats_cache=False` neither reads nor writes `<cache_dir>/ref_stats/`. With `out`, the result is
     also written there as JSON (atomically). Returns {"metrics", "protocol", "warnings", "summary"}.
+    `distributed` (an `argen.train` strategy, set up, e.g. under torchrun): the ranks share the feature
+    extraction and gather the features (`extract_features`); every rank returns the result, rank 0 writes.
     """
     if n is not None and n < 2:
         raise ValueError(f"n must be >= 2 (a covariance needs two samples), got {n}")
@@ -429,11 +443,11 @@ def evaluate(samples: Any, reference: Any = "fashion-mnist:test", features: str 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnstableMetricWarning)
         gen, gen_info, gen_res = _source_features(net, samples, n, None, batch_size, stats_dir, progress, "samples",
-                                                  seed)
+                                                  seed, distributed=distributed)
         # An explicit n_ref above the reference's size is refused; the default (as many as the samples) is capped.
         ref, ref_info, _ = _source_features(net, reference, n_ref if n_ref is not None else len(gen), gen_res,
                                             batch_size, stats_dir, progress, "reference", seed,
-                                            strict=n_ref is not None)
+                                            strict=n_ref is not None, distributed=distributed)
         metrics, settings = compute_metrics(gen, ref, metric_names(net), seed, kid_subsets, kid_subset_size, pr_k)
     notes = [str(w.message) for w in caught if issubclass(w.category, UnstableMetricWarning)]
     for w in caught:  # re-emit so callers still see them
@@ -455,7 +469,9 @@ def evaluate(samples: Any, reference: Any = "fashion-mnist:test", features: str 
     }
     result = {"metrics": metrics, "protocol": protocol, "warnings": notes}
     result["summary"] = summary_line(result)
-    if out is not None:
+    if distributed is not None:
+        protocol["processes"] = distributed.world_size
+    if out is not None and (distributed is None or distributed.is_main):
         write_result(result, out)
     return result
 

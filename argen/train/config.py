@@ -5,7 +5,9 @@ The config is embedded in every training checkpoint; on resume the fields that d
 run, how often to log/save, worker count, progress display) may change between runs.
 
 Batch size semantics: `batch_size` is the micro-batch per process; one optimizer step sees
-`batch_size * grad_accum * world_size` samples.
+`batch_size * grad_accum * world_size` samples (the global batch). A run resumed on another number of
+processes may change `batch_size` and `grad_accum` as long as the global batch stays the same
+(`keep_global_batch` computes such a config; the Trainer refuses any other change).
 
 Precision: "bf16" / "fp16" turn on `torch.autocast` only when the task lives on a CUDA device ("fp16"
 also enables a gradient scaler). On CPU every precision runs in plain fp32 (CPU autocast is slow and
@@ -79,3 +81,17 @@ class TrainConfig(Config):
     def samples_per_step(self) -> int:
         """Samples per optimizer step in one process (multiply by the world size for the global batch)."""
         return self.batch_size * self.grad_accum
+
+
+def keep_global_batch(config: TrainConfig, saved_world: int, world: int) -> TrainConfig:
+    """`config` (from a run on `saved_world` processes) adjusted to keep its global batch on `world` processes:
+    grad_accum scaled when that divides, else batch_size; unchanged when neither does (the Trainer then
+    refuses to resume, saying what would fit)."""
+    if saved_world == world:
+        return config
+    total = config.batch_size * config.grad_accum * saved_world
+    if total % (config.batch_size * world) == 0:
+        return config.replace(grad_accum=total // (config.batch_size * world))
+    if total % (config.grad_accum * world) == 0:
+        return config.replace(batch_size=total // (config.grad_accum * world))
+    return config

@@ -7,6 +7,8 @@ The decay is constant from the first update ("warm-up free"; no `min(decay, (1+n
 DiT/MAR, so an EMA with decay 0.9999 stays close to the initial weights for the first few thousand steps
 (MAR issue #36: sensible samples appear much later with EMA than without). The shadow covers the module's
 whole `state_dict()`, so it can be copied into the module (or a copy of it) and saved like any model.
+Under FSDP the shadow of each sharded parameter is a DTensor shard like the parameter itself: every rank
+averages only its shard (no gathering), and checkpoints store it sharded (state.py).
 """
 from __future__ import annotations
 
@@ -32,17 +34,20 @@ class EMA:
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
         current = module.state_dict()
-        floats_s, floats_c = [], []
+        # Under FSDP the shadow of a sharded parameter is a DTensor shard (updated where it lives) and that of
+        # a frozen or unsharded one a plain tensor: the fused updates run per kind (they cannot mix them).
+        floats: dict[bool, tuple[list[Tensor], list[Tensor]]] = {}
         for k, s in self.shadow.items():
             c = current[k].detach()
             if s.is_floating_point():
-                floats_s.append(s)
-                floats_c.append(c.to(s.dtype))
+                shadows, currents = floats.setdefault(hasattr(s, "device_mesh"), ([], []))
+                shadows.append(s)
+                currents.append(c.to(s.dtype))
             else:
                 s.copy_(c)
-        if floats_s:
-            torch._foreach_mul_(floats_s, self.decay)
-            torch._foreach_add_(floats_s, floats_c, alpha=1.0 - self.decay)
+        for shadows, currents in floats.values():
+            torch._foreach_mul_(shadows, self.decay)
+            torch._foreach_add_(shadows, currents, alpha=1.0 - self.decay)
         self.num_updates += 1
 
     @torch.no_grad()

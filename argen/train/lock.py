@@ -6,7 +6,8 @@ would be lost. A run holds `RunLock(out)` for its whole length:
     with RunLock(out):
         ...  # train, save the model, write run.json
 
-or, for a function taking the directory as `out=` (the recipes), `@holds_run_lock`.
+or, for a function taking the directory as `out=` (the recipes), `@holds_run_lock` — which, for a run of
+several processes (torchrun), lets rank 0 alone hold the lock for all of them.
 
 The lock is `fcntl.flock` on `OUT/.lock`, taken without waiting: a second run fails at once with a
 one-line `RunLockedError` naming the directory and the holder's pid (recorded in the file for that message
@@ -102,15 +103,41 @@ class RunLock:
 
 
 def holds_run_lock(fn: F) -> F:
-    """Decorate a function whose `out` argument is a run directory: it runs holding `RunLock(out)`."""
+    """Decorate a function whose `out` argument is a run directory: it runs holding `RunLock(out)`.
+
+    Under several processes (a `distributed=` strategy argument with world size > 1, e.g. torchrun) only
+    rank 0 takes the lock — the ranks are one run — and every rank fails with the same `RunLockedError`
+    when another run holds it. The strategy is set up first (on the call's `device`) to learn the rank."""
     signature = inspect.signature(fn)
     if "out" not in signature.parameters:
         raise TypeError(f"{fn.__qualname__} has no `out` parameter to lock")
 
     @functools.wraps(fn)
     def locked(*args: Any, **kwargs: Any) -> Any:
-        with RunLock(signature.bind(*args, **kwargs).arguments["out"]):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        out, strategy = bound.arguments["out"], bound.arguments.get("distributed")
+        if strategy is not None:
+            import torch
+
+            strategy.setup(torch.device(bound.arguments.get("device") or "cpu"))
+        if strategy is None or strategy.world_size == 1:
+            with RunLock(out):
+                return fn(*args, **kwargs)
+        lock, error = None, None
+        if strategy.is_main:
+            try:
+                lock = RunLock(out).acquire()
+            except (RunLockedError, ConfigError) as e:
+                error = (type(e).__name__, str(e))
+        error = strategy.broadcast(error)  # every rank stops if rank 0 could not lock
+        if error is not None:
+            raise (ConfigError if error[0] == "ConfigError" else RunLockedError)(error[1])
+        try:
             return fn(*args, **kwargs)
+        finally:
+            if lock is not None:
+                lock.release()
 
     return locked  # type: ignore[return-value]
 

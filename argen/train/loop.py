@@ -57,7 +57,12 @@ Usage:
     trainer.fit()
     trainer.ema.copy_to(trainer.task)        # then argen.save(trainer.task.net, "runs/demo/model")
 
-Distributed: pass `distributed=DDP()` and launch with torchrun; everything else stays the same.
+Distributed: pass `distributed=DDP()` or `distributed=FSDP()` and launch with torchrun; everything else
+stays the same (distributed.py). The task is wrapped before the optimizers are built, so under FSDP they hold
+the sharded parameters; `batch_size` stays per process, and every step consumes the next global batch of one
+sample stream (sampler.py), so a checkpoint resumes on another number of processes (state.py) as long as
+the global batch `batch_size * grad_accum * world_size` is kept. Under FSDP, `unsharded(module)` gives a
+plain copy of a trained part (rank 0) to save or sample with.
 """
 from __future__ import annotations
 
@@ -76,19 +81,18 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .. import __version__
 from ..errors import ArgenError, CheckpointError, ConfigError
 from ..saving import atomic_write_text, disk_full_error, load_state_dict_checked
 from ..types import LossOutput
 from .callbacks import Callback
-from .checkpoint import (FORMAT, VERSION, checkpoint_dir, find_latest, list_checkpoints, load_checkpoint,
-                         remove_stale_temps_of_run, save_checkpoint)
+from .checkpoint import checkpoint_dir, find_latest, list_checkpoints, remove_stale_temps_of_run
 from .config import RESUME_MUTABLE, TrainConfig
-from .distributed import Distributed
+from .distributed import Distributed, local_value
 from .ema import EMA
 from .optim import build_optimizer, build_scheduler
 from .rng import capture_rng_state, isolated_global_rng, restore_rng_state, seed_everything
 from .sampler import DataPosition, ResumableSampler
+from .state import restore_state, save_state
 
 LOG_NAME = "log.jsonl"
 EVAL_NAME = "eval.jsonl"
@@ -164,13 +168,15 @@ class Trainer:
         task.to(self.device)
         self.dist.setup(self.device)
 
+        hook = getattr(task, "phases", None)
+        multi_phase = callable(hook) and isinstance(spec := hook(), dict) and len(spec) > 1
+        # Wrap first: FSDP replaces the parameters with shards, which the optimizers must hold.
+        self.model = self.dist.wrap(task, multi_phase=multi_phase, precision=config.precision)
         self.phases = self._build_phases()
-        ema_target = self.ema_module
-        self.ema = EMA(ema_target, config.ema_decay) if config.ema_decay > 0 else None
-        self.model = self.dist.wrap(task, multi_phase=len(self.phases) > 1)
+        self.ema = EMA(self.ema_module, config.ema_decay) if config.ema_decay > 0 else None
         self.rng = torch.Generator(device=self.device)
         self.sampler = ResumableSampler(len(dataset), seed=config.seed, rank=self.dist.rank,
-                                        world_size=self.dist.world_size)
+                                        world_size=self.dist.world_size, chunk=config.samples_per_step)
         self.step = 0
         self.position = DataPosition()
         self._rng_state: dict[str, Any] | None = None  # per-process RNG snapshot between fit() calls
@@ -182,12 +188,13 @@ class Trainer:
         ckpts = checkpoint_dir(self.out_dir)
         if self.is_main:  # temp files of a write killed mid-way (kill -9): never complete, never renamed
             remove_stale_temps_of_run(self.out_dir)
+        self.dist.barrier()  # stale temps are gone before any rank looks for checkpoints
         if resume is True:
             latest = find_latest(ckpts)
             if latest is not None:
-                self._load(latest)
+                restore_state(self, latest)
         elif resume:
-            self._load(Path(resume))
+            restore_state(self, Path(resume))
         elif list_checkpoints(ckpts):
             raise ConfigError(f"{self.out_dir} already holds checkpoints ({find_latest(ckpts)}); pass resume=True "
                               "to continue that run, or choose a new out_dir")
@@ -306,7 +313,7 @@ class Trainer:
                 micro = [move_to_device(next(batches), self.device) for _ in range(cfg.grad_accum)]
                 self._train_step(micro, window)
                 self.step += 1
-                self.position = self.sampler.advance(self.position, cfg.samples_per_step)
+                self.position = self.sampler.advance(self.position, self.sampler.global_batch)
                 window.steps += 1
                 window.samples += cfg.samples_per_step * self.dist.world_size
                 bar.update(1)
@@ -337,7 +344,7 @@ class Trainer:
                 ctx = StepContext(step=self.step, num_steps=cfg.steps, phase=ph.name, micro_step=m, rng=self.rng)
                 sync = m == n - 1
                 with nullcontext() if sync else self.dist.no_sync(self.model):
-                    with self._autocast():
+                    with self._autocast(), self.dist.forward_context():
                         out = self.model(batch, ctx)
                     loss = _check_output(out, ph.name)
                     if loss.requires_grad:
@@ -354,7 +361,7 @@ class Trainer:
                     norm = torch.nn.utils.clip_grad_norm_(ph.params, cfg.grad_clip)
                 else:
                     norm = torch.nn.utils.get_total_norm(grads)
-                window.add(prefix + "grad_norm", norm.detach().float())
+                window.add(prefix + "grad_norm", local_value(norm).detach().float())
                 ph.scaler.step(ph.optimizer)
                 ph.scaler.update()
             with warnings.catch_warnings():  # a skipped phase still advances its schedule (step-indexed lr)
@@ -473,71 +480,60 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ checkpoints
 
     def save_checkpoint(self) -> Path | None:
-        """Write a checkpoint of the current step (main process); returns its path there, None elsewhere.
+        """Write a checkpoint of the current step (collective); returns its path on rank 0, None elsewhere.
 
         Called by `fit`; outside `fit` it stores the RNG state as of the end of the last `fit` call."""
         rng_state = capture_rng_state(self.rng) if self._in_fit or self._rng_state is None else self._rng_state
-        state = {
-            "format": FORMAT,
-            "version": VERSION,
-            "step": self.step,
-            "config": self.config.to_dict(),
-            "task": self.task.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "optimizers": {ph.name: ph.optimizer.state_dict() for ph in self.phases},
-            "schedulers": {ph.name: ph.scheduler.state_dict() for ph in self.phases},
-            "scalers": {ph.name: ph.scaler.state_dict() for ph in self.phases},
-            "rng": {"ranks": self.dist.gather(rng_state)},
-            "data": {"epoch": self.position.epoch, "index": self.position.index, "num_samples": len(self.dataset),
-                     "world_size": self.dist.world_size},
-            "meta": {"task": f"{type(self.task).__module__}.{type(self.task).__qualname__}",
-                     "argen_version": __version__},
-        }
-        path = None
+        path = save_state(self, rng_state)
         if self.is_main:
-            path = save_checkpoint(checkpoint_dir(self.out_dir), state, keep=self.config.keep_checkpoints)
             for cb in self.callbacks:
                 cb.on_checkpoint(self, path)
         self.dist.barrier()
         return path
 
-    def _load(self, path: Path) -> None:
-        state = load_checkpoint(path)
-        where = str(path)
-        self._check_config(state["config"], where)
-        load_state_dict_checked(self.task, state["task"], source=f"{where} (task)")
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
-        names = [ph.name for ph in self.phases]
-        if sorted(state["optimizers"]) != sorted(names):
-            raise CheckpointError(f"{where} has optimizers for phases {sorted(state['optimizers'])} but the task "
-                                  f"defines {names}; resume with the same task")
-        for ph in self.phases:
-            try:
-                ph.optimizer.load_state_dict(state["optimizers"][ph.name])
-                ph.scheduler.load_state_dict(state["schedulers"][ph.name])
-                ph.scaler.load_state_dict(state["scalers"][ph.name])
-            except (ValueError, KeyError, RuntimeError) as e:
-                raise CheckpointError(f"{where}: optimizer state of phase '{ph.name}' does not match the task's "
-                                      f"parameters ({e}); resume with the same model config") from None
-        data = state["data"]
-        if data["num_samples"] != len(self.dataset) or data["world_size"] != self.dist.world_size:
-            raise CheckpointError(f"{where} was written for {data['num_samples']} samples on {data['world_size']} "
-                                  f"process(es), now {len(self.dataset)} on {self.dist.world_size}; the data "
-                                  "position cannot be resumed exactly — use the same dataset and process count")
-        ranks = state["rng"]["ranks"]
-        self._rng_state = ranks[self.dist.rank]
-        self.position = DataPosition(int(data["epoch"]), int(data["index"]))
-        self.step = int(state["step"])
+    def unsharded(self, module: nn.Module | None = None, prepare=None) -> nn.Module | None:
+        """`module` (the task or a part of it, default the task) as a plain module with the current weights.
 
-    def _check_config(self, saved: dict[str, Any], where: str) -> None:
+        Without sharding that is `module` itself. Under FSDP (collective: call it on every rank) rank 0 gets a
+        fresh module built from `module.config` (`prepare(fresh)` runs first, e.g. to bind a tokenizer) with
+        the gathered full weights, on the training device; the other ranks get None."""
+        module = self.task if module is None else module
+        if not self.dist.sharded:
+            return module
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        from .. import registry
+
+        prefix = next(name for name, m in self.task.named_modules() if m is module)
+        prefix = f"{prefix}." if prefix else ""
+        full = get_model_state_dict(self.task, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if not self.is_main:
+            return None
+        fresh = registry.build(module.config)
+        if prepare is not None:
+            prepare(fresh)
+        state = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
+        load_state_dict_checked(fresh, state, source=f"the trained {type(module).__name__}")
+        return fresh.to(self.device).train(module.training)
+
+    def _check_config(self, saved: dict[str, Any], where: str, saved_world: int = 1) -> None:
         try:  # through from_dict so fields added after the checkpoint was written take their defaults
             saved = TrainConfig.from_dict(saved).to_dict()
         except ConfigError as e:
             raise CheckpointError(f"{where} holds a TrainConfig this argen cannot read ({e}); upgrade argen") from None
         now = self.config.to_dict()
+        world = self.dist.world_size
+        per_process = {"batch_size", "grad_accum"}  # may change with the process count: the global batch may not
+        before = saved["batch_size"] * saved["grad_accum"] * saved_world
+        after = now["batch_size"] * now["grad_accum"] * world
+        if before != after:
+            raise CheckpointError(f"{where} was trained with a global batch of {before} (batch_size "
+                                  f"{saved['batch_size']} x grad_accum {saved['grad_accum']} x {saved_world} "
+                                  f"process(es)), now {after} "
+                                  f"({now['batch_size']} x {now['grad_accum']} x {world}); keep the global batch, "
+                                  f"e.g. {fit_world_hint(now, before, world)}")
         diffs = [f"{k}: checkpoint {saved.get(k)!r}, now {v!r}" for k, v in now.items()
-                 if k not in RESUME_MUTABLE and saved.get(k) != v]
+                 if k not in RESUME_MUTABLE and k not in per_process and saved.get(k) != v]
         if diffs:
             raise CheckpointError(f"{where} was trained with a different config ({'; '.join(diffs)}); resume with "
                                   f"the same values (only {', '.join(sorted(RESUME_MUTABLE))} may change) or start "
@@ -545,6 +541,15 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+def fit_world_hint(now: dict[str, Any], total: int, world: int) -> str:
+    """How to reach the global batch `total` on `world` processes from config `now`, as a --set override."""
+    if total % (now["batch_size"] * world) == 0:
+        return f"train.grad_accum={total // (now['batch_size'] * world)}"
+    if total % (now["grad_accum"] * world) == 0:
+        return f"train.batch_size={total // (now['grad_accum'] * world)}"
+    return f"a batch_size x grad_accum of {total / world:g} per process (not a whole number: use another process count)"
+
 
 def config_json(config: TrainConfig) -> str:
     from ..config import to_json

@@ -30,6 +30,7 @@ from torch import nn
 from ..config import Config, apply_overrides, to_dict
 from ..errors import CheckpointError, ConfigError
 from .callbacks import Callback
+from .distributed import Distributed
 from .lock import holds_run_lock
 
 RUN_FILE = "run.json"
@@ -68,6 +69,28 @@ class LogLines(Callback):
         extra = " ".join(f"{name} {m[k]:.4g}" for k, name in self._KEYS.items() if isinstance(m.get(k), (int, float)))
         self.log(f"step {step}/{self.total}: loss {record['loss']:.4g} {extra}".rstrip()
                  + f" ({elapsed:.0f} s, ~{left:.0f} s left)")
+
+def _distributed(distributed: Distributed | None, device: torch.device, saved: dict[str, Any] | None, train_cfg,
+                 log: Log):
+    """The strategy (set up: it knows its rank) and the TrainConfig for it: a run resumed on another number of
+    processes keeps its global batch (grad_accum, else batch_size, rescaled; see `keep_global_batch`).
+
+    Under several processes every rank trains; rank 0 alone writes run.json, the token cache, the saved
+    model, the sample grid and the logs (the CLI gives the other ranks a silent `log`)."""
+    from .config import keep_global_batch
+
+    dist = distributed or Distributed()
+    dist.setup(device)
+    before = int((saved or {}).get("world_size", 1))
+    if saved is not None and before != dist.world_size:
+        fitted = keep_global_batch(train_cfg, before, dist.world_size)
+        if fitted != train_cfg:
+            log(f"resuming a run of {before} process(es) on {dist.world_size}: batch_size {fitted.batch_size} x "
+                f"grad_accum {fitted.grad_accum} per process keeps its global batch of "
+                f"{train_cfg.batch_size * train_cfg.grad_accum * before}")
+        train_cfg = fitted
+    return dist, train_cfg
+
 
 def _callbacks(log: Log, progress: bool, total: int) -> list:
     """Progress lines through `log` unless a progress bar shows the run (and the caller wants messages)."""
@@ -263,10 +286,12 @@ def train_tokenizer(preset: str | Config, *, out: str | os.PathLike, data: str =
                     resolution: int | None = None, steps: int | None = None, batch_size: int | None = None,
                     lr: float | None = None, seed: int | None = None, resume: bool = False,
                     overrides: Sequence[str] = (), progress: bool = False, device: torch.device | str = "cpu",
-                    data_options: DataOptions = DataOptions(), log: Log = _quiet) -> TokenizerRun:
+                    data_options: DataOptions = DataOptions(), log: Log = _quiet,
+                    distributed: Distributed | None = None) -> TokenizerRun:
     """Train a tokenizer preset (or config) on `data`; writes OUT/tokenizer, OUT/reconstructions.png,
     OUT/log.jsonl, OUT/checkpoints/ and OUT/run.json. Defaults: 300 steps, batch 32, lr 2e-4 (betas 0.5, 0.9),
-    the discriminator from half the run. `resolution` sets the tokenizer's config (None: the preset's)."""
+    the discriminator from half the run. `resolution` sets the tokenizer's config (None: the preset's).
+    `distributed` (DDP/FSDP under torchrun): every rank trains, rank 0 alone writes (see `_distributed`)."""
     from .. import registry
     from ..saving import atomic_write_text, save
     from ..tokenizers.task import TokenizerTask
@@ -279,18 +304,21 @@ def train_tokenizer(preset: str | Config, *, out: str | os.PathLike, data: str =
     disc_start = saved["task"]["loss"]["disc_start"] if saved and "task" in saved else None
     tok_cfg, train_cfg, task_cfg = _tokenizer_configs(preset, overrides, resolution, steps, batch_size, lr, seed,
                                                       progress, device, disc_start)
+    dist, train_cfg = _distributed(distributed, device, saved, train_cfg, log)
+    dataset = open_dataset(data, "train", tok_cfg.resolution, data_options, log)
+    tok_cfg = _fit_channels(tok_cfg, dataset, overrides, log)
     record = {"preset": preset if isinstance(preset, str) else type(preset).kind, "data": data,
               "overrides": list(overrides), "tokenizer": {"kind": type(tok_cfg).kind, **to_dict(tok_cfg)},
-              "task": to_dict(task_cfg), "train": to_dict(train_cfg)}
+              "task": to_dict(task_cfg), "train": to_dict(train_cfg), "world_size": dist.world_size}
     _check_resume(saved, record, ("data", "tokenizer", "task"), out, "preset, data, resolution and overrides")
-    dataset = open_dataset(data, "train", tok_cfg.resolution, data_options, log)
     torch.manual_seed(train_cfg.seed)  # weight init (the Trainer restores its own RNG state on resume)
     tokenizer = registry.build(tok_cfg)
     task = TokenizerTask(tokenizer, task_cfg).to(device)
     log(task.loss.perceptual_status)
-    trainer = Trainer(train_cfg, task, dataset, out, resume=resume, device=device,
+    trainer = Trainer(train_cfg, task, dataset, out, resume=resume, device=device, distributed=dist,
                       callbacks=_callbacks(log, train_cfg.progress, train_cfg.steps))
-    atomic_write_text(out / RUN_FILE, json.dumps(record, indent=2) + "\n")
+    if dist.is_main:
+        atomic_write_text(out / RUN_FILE, json.dumps(record, indent=2) + "\n")
     log(f"training {record['preset']} ({sum(p.numel() for p in tokenizer.parameters()) / 1e6:.2f}M params) on "
         f"{data} at {tok_cfg.resolution}px, steps {trainer.step} -> {train_cfg.steps}, device {device}")
     records = trainer.fit()
@@ -300,6 +328,9 @@ def train_tokenizer(preset: str | Config, *, out: str | os.PathLike, data: str =
         log(f"step {records[-1]['step']}: loss {records[-1]['loss']:.4g} {extra}")
     if trainer.ema is not None:
         trainer.ema.copy_to(trainer.ema_module)
+    tokenizer = trainer.unsharded(tokenizer)  # FSDP: a plain copy on rank 0 (collective)
+    if not dist.is_main:
+        return TokenizerRun(out, out / TOKENIZER_DIR, task.tokenizer, records, out / "reconstructions.png")
     tokenizer.eval()
     tok_dir = save(tokenizer, out / TOKENIZER_DIR, extra={"data": data})
     grid = write_reconstructions(tokenizer, data, out / "reconstructions.png", device, data_options=data_options,
@@ -447,6 +478,16 @@ def generator_configs(preset: str | Config, tokenizer: nn.Module, dataset, overr
     return cfg, train_cfg, changes
 
 
+def _fit_channels(tok_cfg, dataset, overrides: Sequence[str], log: Log):
+    """A tokenizer trained on greyscale data decodes greyscale (`channels=1`), unless `--set channels=` says."""
+    chosen = any(o.split("=", 1)[0].strip().endswith("channels") for o in overrides)
+    if getattr(dataset, "grey", False) and tok_cfg.channels == 3 and not chosen:
+        log("the training images are greyscale: the tokenizer decodes greyscale (channels=1; --set channels=3 "
+            "keeps three channels)")
+        return tok_cfg.replace(channels=1)
+    return tok_cfg
+
+
 def _text_encoder(conditioner_cfg, device):
     """The frozen text encoder a text conditioner reads (its features are cached with the tokens), or None."""
     from ..conditioning.text import TextConditionerConfig, load_text_encoder
@@ -474,13 +515,16 @@ def train_generator(preset: str | Config, *, out: str | os.PathLike, tokenizer: 
                     lr: float | None = None, seed: int | None = None, max_images: int | None = None,
                     cache: str | os.PathLike | None = None, resume: bool = False, samples_per_class: int = 4,
                     overrides: Sequence[str] = (), progress: bool = False, device: torch.device | str = "cpu",
-                    data_options: DataOptions = DataOptions(), log: Log = _quiet) -> GeneratorRun:
+                    data_options: DataOptions = DataOptions(), log: Log = _quiet,
+                    distributed: Distributed | None = None) -> GeneratorRun:
     """Train a generator on the tokens of a frozen trained tokenizer (`tokenizer`: a `train_tokenizer` run or
     a saved tokenizer; None only for tokenizers without weights, e.g. the pixel tokenizer). Writes
     OUT/pipeline (the saved Pipeline), OUT/samples.png, OUT/log.jsonl, OUT/checkpoints/, OUT/run.json and the
-    token cache OUT/tokens (or `cache`). Defaults: 1000 steps, batch 64, AdamW lr 3e-4 with warm-up + cosine."""
+    token cache OUT/tokens (or `cache`). Defaults: 1000 steps, batch 64, AdamW lr 3e-4 with warm-up + cosine.
+    `distributed` (DDP/FSDP under torchrun): every rank trains, rank 0 alone encodes the token cache and
+    writes (see `_distributed`)."""
     from .. import registry
-    from ..data import TokenCacheDataset, build_token_cache, fingerprint
+    from ..data import TokenCacheDataset, TokenShards, build_token_cache, fingerprint, is_shard_dir
     from ..generators.task import GeneratorTask
     from ..imageio import save_grid
     from ..pipeline import Pipeline
@@ -533,9 +577,10 @@ def train_generator(preset: str | Config, *, out: str | os.PathLike, tokenizer: 
             steps=train_cfg.steps if steps is not None else saved["train"]["steps"], progress=progress)
         if groups["train"]:
             train_cfg = apply_overrides(train_cfg, groups["train"])
+    dist, train_cfg = _distributed(distributed, device, saved, train_cfg, log)
     record = {"preset": preset if isinstance(preset, str) else type(preset).kind, "data": data,
               "max_images": max_images, "tokenizer": tok_dir, "overrides": list(overrides),
-              "pipeline": to_dict(cfg), "train": to_dict(train_cfg)}
+              "pipeline": to_dict(cfg), "train": to_dict(train_cfg), "world_size": dist.world_size}
     _check_resume(saved, record, ("data", "max_images", "pipeline"), out,
                   "preset, data, tokenizer, max_images and overrides")
 
@@ -543,17 +588,23 @@ def train_generator(preset: str | Config, *, out: str | os.PathLike, tokenizer: 
     log(f"encoding {len(dataset)} {data} images at {tok.config.resolution}px into the token cache {cache_dir} (once)")
     encode = lambda images: tok.encode(images.to(device))  # noqa: E731
     text_encoder = _text_encoder(cfg.conditioner, device)
-    build_token_cache(encode, dataset, cache_dir, batch_size=128, tokenizer_hash=fingerprint(tok), progress=progress,
-                      text_encoder=text_encoder)
-    tokens = TokenCacheDataset(cache_dir, tokenizer_hash=fingerprint(tok), text_encoder=text_encoder)
+    if is_shard_dir(cache_dir):  # token shards (`argen data OUT/tokens --write-shards DIR`): read, never built
+        tokens = TokenShards(cache_dir, tokenizer_hash=fingerprint(tok), text_encoder=text_encoder)
+    else:
+        if dist.is_main:  # one writer; the other ranks wait for the finished cache
+            build_token_cache(encode, dataset, cache_dir, batch_size=128, tokenizer_hash=fingerprint(tok),
+                              progress=progress, text_encoder=text_encoder)
+        dist.barrier()
+        tokens = TokenCacheDataset(cache_dir, tokenizer_hash=fingerprint(tok), text_encoder=text_encoder)
 
     torch.manual_seed(train_cfg.seed)  # weight init (the Trainer restores its own RNG state on resume)
     generator = registry.build(cfg.generator)
     conditioner = registry.build(cfg.conditioner)
     generator.bind_tokenizer(tok)
     trainer = Trainer(train_cfg, GeneratorTask(generator, conditioner), tokens, out, resume=resume, device=device,
-                      callbacks=_callbacks(log, train_cfg.progress, train_cfg.steps))
-    atomic_write_text(out / RUN_FILE, json.dumps(record, indent=2) + "\n")
+                      distributed=dist, callbacks=_callbacks(log, train_cfg.progress, train_cfg.steps))
+    if dist.is_main:
+        atomic_write_text(out / RUN_FILE, json.dumps(record, indent=2) + "\n")
     if changes:
         log("fitted to the tokenizer/data: " + ", ".join(f"{k}={v}" for k, v in changes.items()))
     params = sum(p.numel() for n, p in generator.named_parameters() if not n.startswith(generator.tokenizer_state_prefixes()))
@@ -566,6 +617,11 @@ def train_generator(preset: str | Config, *, out: str | os.PathLike, tokenizer: 
             f"{m.get('bits_per_token', float('nan')):.4f} bits/token")
     if trainer.ema is not None:
         trainer.ema.copy_to(trainer.ema_module)
+    if dist.sharded:  # FSDP: plain copies on rank 0 (collective)
+        generator = trainer.unsharded(generator, prepare=lambda g: g.bind_tokenizer(tok))
+        conditioner = trainer.unsharded(conditioner)
+    if not dist.is_main:
+        return GeneratorRun(out, out / PIPELINE_DIR, None, records, changes, None)
     pipe = Pipeline.from_parts(tok, conditioner, generator, sampling=cfg.sampling).eval()
     pipe_dir = pipe.save(out / PIPELINE_DIR)
     log(f"pipeline saved to {pipe_dir}")

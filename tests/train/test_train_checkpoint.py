@@ -37,7 +37,7 @@ def test_checkpoint_contents_and_weights_only(toy_data, make_toy, tmp_path):
     assert find_latest(ckdir).name == "step-00000004.pt" and (ckdir / "latest").read_text().strip() == "step-00000004.pt"
     state = torch.load(find_latest(ckdir), weights_only=True)  # plain tensors/containers only
     assert state["step"] == 4 and state["config"]["lr"] == 1e-2
-    assert state["data"] == {"epoch": 0, "index": 16, "num_samples": 40, "world_size": 1}
+    assert state["data"] == {"epoch": 0, "index": 16, "num_samples": 40, "world_size": 1, "stream": "global"}
     assert set(state["rng"]["ranks"][0]) == {"loop", "torch", "cuda", "python", "numpy"}
     assert set(state["ema"]["shadow"]) == set(tr.task.state_dict())
     assert list(state["optimizers"]) == ["main"] and "scalers" in state and "schedulers" in state
