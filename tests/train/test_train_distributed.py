@@ -5,23 +5,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import TensorDataset
 
 from argen.train import DDP, TrainConfig, Trainer
-from argen.types import LossOutput
-
-
-class _Task(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Dropout(0.2), nn.Linear(16, 4))
-
-    def forward(self, batch, ctx):
-        x, y = batch
-        x = x + 0.1 * torch.randn(x.shape, generator=ctx.rng)
-        return LossOutput(F.cross_entropy(self.net(x), y))
+from torchrun_job import Noisy as _Task  # the same task the torchrun tests train
 
 
 def _worker(rank, world, store, out):

@@ -1,4 +1,5 @@
-"""A training job for torchrun, used by test_train_torchrun.py: `torchrun ... torchrun_job.py OUT [--die]`.
+"""A training job for torchrun, used by test_train_torchrun.py: `torchrun ... torchrun_job.py OUT [--die]`
+(its task, Noisy, also by test_train_distributed.py).
 
 With --die, the first attempt (TORCHELASTIC_RESTART_COUNT=0) kills rank 1 with SIGKILL in the middle of
 writing the step-4 checkpoint; torchrun --max-restarts then starts every rank again, and the job resumes from
