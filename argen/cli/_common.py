@@ -165,6 +165,23 @@ def finish(strategy) -> None:
         close()
 
 
+@contextlib.contextmanager
+def training_run(args: argparse.Namespace):
+    """The keyword arguments a training recipe (train_tokenizer, train_generator) takes from the shared CLI flags:
+    this rank's device, the --strategy, the progress choice, the data options and (on ranks other than 0) a silent
+    log. Leaves the process group at the end, however the recipe ends."""
+    strategy = make_strategy(args)
+    kwargs = {"device": rank_device(args.device, strategy.name), "distributed": strategy,
+              "progress": resolve_progress(args.progress), "data_options": data_options(args)}
+    log = main_process_log()
+    if log:
+        kwargs["log"] = log
+    try:
+        yield kwargs
+    finally:
+        finish(strategy)
+
+
 def add_set_argument(p: argparse.ArgumentParser, subject: str) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help=f"override a config value with a dotted key (repeatable): train.*, loss.*, tokenizer.*, "

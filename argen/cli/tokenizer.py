@@ -18,9 +18,8 @@ from pathlib import Path
 
 from . import HelpFormatter
 from ._common import (add_data_arguments, add_device_argument, add_progress_argument, add_set_argument,
-                      add_strategy_arguments, add_threads_argument, apply_threads, data_options, finish, main_process_log,
-                      make_strategy, positive_float, positive_int, rank_device, resolve_device, resolve_progress, say,
-                      seed_int, warnings_as_lines)
+                      add_strategy_arguments, add_threads_argument, apply_threads, positive_float, positive_int,
+                      resolve_device, say, seed_int, training_run, warnings_as_lines)
 
 COMMAND = "tokenizer"
 HELP = "train a tokenizer preset on a dataset, or evaluate a trained tokenizer (PSNR, SSIM, rFID, usage)"
@@ -70,16 +69,10 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from ..train.recipes import train_tokenizer
 
-    strategy = make_strategy(args)
-    device = rank_device(args.device, strategy.name)
-    log = main_process_log()
-    try:
+    with training_run(args) as common:
         train_tokenizer(args.preset, out=args.out, data=args.data, resolution=args.resolution, steps=args.steps,
                         batch_size=args.batch_size, lr=args.lr, seed=args.seed, resume=args.resume,
-                        overrides=args.overrides, progress=resolve_progress(args.progress), device=device,
-                        data_options=data_options(args), distributed=strategy, **({"log": log} if log else {}))
-    finally:
-        finish(strategy)
+                        overrides=args.overrides, **common)
     return 0
 
 

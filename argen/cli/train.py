@@ -14,9 +14,8 @@ from __future__ import annotations
 import argparse
 
 from ._common import (add_data_arguments, add_device_argument, add_progress_argument, add_set_argument,
-                      add_strategy_arguments, add_threads_argument, apply_threads, data_options, finish, main_process_log,
-                      make_strategy, nonnegative_int, positive_float, positive_int, rank_device, resolve_progress,
-                      seed_int)
+                      add_strategy_arguments, add_threads_argument, apply_threads, nonnegative_int, positive_float,
+                      positive_int, seed_int, training_run)
 
 COMMAND = "train"
 HELP = "train a generator (raster, random-order, next-scale, ...) on a dataset's tokens; saves a pipeline"
@@ -50,16 +49,9 @@ def run(args: argparse.Namespace) -> int:
     from ..train.recipes import train_generator
 
     apply_threads(args.threads)
-    strategy = make_strategy(args)
-    device = rank_device(args.device, strategy.name)
-    log = main_process_log()
-    try:
+    with training_run(args) as common:
         train_generator(args.preset, out=args.out, tokenizer=args.tokenizer, data=args.data, steps=args.steps,
                         batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_images=args.max_images,
                         cache=args.cache, resume=args.resume, samples_per_class=args.samples_per_class,
-                        overrides=args.overrides, progress=resolve_progress(args.progress), device=device,
-                        data_options=data_options(args), distributed=strategy,
-                        **({"log": log} if log else {}))
-    finally:
-        finish(strategy)
+                        overrides=args.overrides, **common)
     return 0
