@@ -17,9 +17,12 @@ All three run the same `Trainer` loop, which only calls these hooks:
     broadcast(obj)          rank 0's picklable object on every rank
     barrier()
 
-Gloo runs on CPU, NCCL on CUDA; `backend=None` picks by device. The library never reads environment
-variables: the CLI picks the device (`cuda:{LOCAL_RANK}`) and the strategy, and `init_process_group` itself
-reads torchrun's variables (or takes `init_method`/`rank`/`world_size` given here, e.g. a one-process group).
+Gloo runs on CPU, NCCL on CUDA; `backend=None` picks by device. The CLI picks the device (`cuda:{LOCAL_RANK}`)
+and the strategy; `init_process_group` reads torchrun's rendezvous variables (or takes `init_method`/`rank`/
+`world_size` given here, e.g. a one-process group). The one variable read here is torchrun's restart count: after a
+`--max-restarts` restart the ranks join through the same agent store as the failed attempt, whose process-group keys
+(the dead ranks' gloo addresses) are still there, so a restarted rank can connect to a dead one and fail ("Connection
+refused"); each attempt therefore gets its own key prefix (tests/train/test_train_torchrun.py).
 
 Activation checkpointing (`activation_checkpointing=True`, any strategy) recomputes each transformer block's
 activations in the backward pass instead of storing them (`torch.utils.checkpoint`, non-reentrant: dropout
@@ -35,6 +38,7 @@ Under FSDP call the task only through the Trainer during training (its parameter
 """
 from __future__ import annotations
 
+import os
 import warnings
 from contextlib import contextmanager, nullcontext
 from datetime import timedelta
@@ -124,10 +128,12 @@ class _ProcessGroup(Distributed):
         device = torch.device(device)
         if not dist.is_initialized():
             kwargs: dict[str, Any] = {"backend": self.backend or ("nccl" if device.type == "cuda" else "gloo")}
-            if self.init_method is not None:
-                kwargs.update(init_method=self.init_method, rank=self._rank, world_size=self._world_size)
             if self.timeout_minutes is not None:
                 kwargs["timeout"] = timedelta(minutes=self.timeout_minutes)
+            if self.init_method is not None:
+                kwargs.update(init_method=self.init_method, rank=self._rank, world_size=self._world_size)
+            elif (store := _attempt_store(kwargs.get("timeout"))) is not None:
+                kwargs.update(store=store, rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
             if device.type == "cuda" and device.index is not None:
                 kwargs["device_id"] = device  # binds NCCL to this rank's GPU (no guessing from the rank)
             dist.init_process_group(**kwargs)
@@ -170,6 +176,21 @@ class _ProcessGroup(Distributed):
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _attempt_store(timeout: timedelta | None):
+    """Under torchrun: the rendezvous store (MASTER_ADDR:MASTER_PORT) with this restart attempt's own key prefix;
+    None outside torchrun (init_process_group then reads the environment as usual). See the module docstring."""
+    import torch.distributed as dist
+
+    env = os.environ
+    if "TORCHELASTIC_RESTART_COUNT" not in env or not {"MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE"} <= set(env):
+        return None
+    # torchrun's agent hosts the store (TORCHELASTIC_USE_AGENT_STORE); other launchers leave it to rank 0
+    host = env.get("TORCHELASTIC_USE_AGENT_STORE") != "True" and int(env["RANK"]) == 0
+    store = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), int(env["WORLD_SIZE"]), is_master=host,
+                          timeout=timeout or timedelta(minutes=30), multi_tenant=host)
+    return dist.PrefixStore(f"argen/attempt-{env['TORCHELASTIC_RESTART_COUNT']}", store)
 
 
 class DDP(_ProcessGroup):
