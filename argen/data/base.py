@@ -10,8 +10,10 @@ the split was made when the data had no such split, else None).
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -125,3 +127,23 @@ def check_classes(dataset: ImageDataset | Sequence[str], expected: Sequence[str]
     raise DataError(f"the classes of {name} ({len(have)}) do not match the {len(want)} of {what}: {'; '.join(parts)}. "
                     "Use data with the same class folders (ids are the sorted folder names), or train a new model "
                     "on this data")
+
+
+def read_format_file(path: Path, *, fmt: str, version: int, what: str, missing: str, rebuild: str) -> dict[str, Any]:
+    """The JSON metadata file `path` of an on-disk format (`format` == fmt, `version` <= version), or a
+    DataError saying what is wrong with it: `what` names the thing (e.g. "token cache"), `missing` says how
+    to make one, `rebuild` how to replace a broken one."""
+    try:
+        meta = json.loads(path.read_text())
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        raise DataError(f"{path.parent} is not a {what} ({path.name} not found); {missing}") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path} is not valid JSON ({e.msg}); {rebuild}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not valid JSON (not UTF-8 text); {rebuild}") from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise DataError(f"{path} was not written by argen as a {what}; {rebuild}")
+    if meta.get("version", 0) > version:
+        raise DataError(f"{path.parent}: {what} version {meta['version']} is newer than this argen ({version}); "
+                        "upgrade argen")
+    return meta

@@ -44,7 +44,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .base import ImageDataset
+from .base import ImageDataset, read_format_file
 
 FORMAT = "argen-shards"
 VERSION = 1
@@ -57,19 +57,9 @@ def is_shard_dir(path: str | os.PathLike) -> bool:
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        meta = json.loads((path / MANIFEST).read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path} is not a shard directory ({MANIFEST} not found); write one with write_shards or "
-                        "`argen data NAME --write-shards DIR`") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path / MANIFEST} is not valid JSON ({e.msg}); rewrite the shards") from None
-    if meta.get("format") != FORMAT:
-        raise DataError(f"{path / MANIFEST} was not written by argen's write_shards")
-    if meta.get("version", 0) > VERSION:
-        raise DataError(f"{path}: shard format version {meta['version']} is newer than this argen; upgrade argen")
-    return meta
+    return read_format_file(Path(path) / MANIFEST, fmt=FORMAT, version=VERSION, what="shard directory",
+                            missing="write one with write_shards or `argen data NAME --write-shards DIR`",
+                            rebuild="rewrite the shards")
 
 
 # ----------------------------------------------------------------------------- writing

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import DataError
+from .base import read_format_file
 
 FORMAT = "argen-token-cache"
 VERSION = 1
@@ -55,18 +56,9 @@ def fingerprint(module: nn.Module) -> str:
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
-    meta_path = path / META
-    if not meta_path.is_file():
-        raise DataError(f"{path} is not a token cache ({META} not found); build it with build_token_cache")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{meta_path} is not valid JSON ({e.msg}); delete {path} and rebuild the cache") from None
-    if meta.get("format") != FORMAT:
-        raise DataError(f"{meta_path} was not written by build_token_cache; delete {path} and rebuild it")
-    if meta.get("version", 0) > VERSION:
-        raise DataError(f"{path}: token cache version {meta['version']} is newer than this argen ({VERSION}); upgrade argen")
-    return meta
+    return read_format_file(path / META, fmt=FORMAT, version=VERSION, what="token cache",
+                            missing="build it with build_token_cache",
+                            rebuild=f"delete {path} and rebuild the cache")
 
 
 def check_meta(meta: dict[str, Any], expect: dict[str, Any], path: Path) -> None:
