@@ -14,7 +14,8 @@ and saves them in the official file formats, so both implementations read the sa
 
 One implementation per process. Settings default to the official MAR-B evaluation: cfg 2.9 with the linear
 schedule, temperature 1, 100 diffusion steps, fp32, `--threads 2`. Prints one JSON line per run (best of
-`--repeats` after a warm-up): seconds for the tokens and for the decode, wall and process CPU, and images/s
+`--repeats` after a warm-up): seconds for the tokens and for the decode (with `--breakdown`, the
+transformer's and the diffusion head's share of the tokens), wall and process CPU, and images/s
 end to end (per wall second and per CPU-second: on a shared machine the CPU figures are the stable ones).
 Set OMP_WAIT_POLICY=PASSIVE on a shared machine.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -68,6 +70,23 @@ def make_random(args) -> None:
     print(json.dumps({"wrote": str(out), "mar_params": sum(p.numel() for p in model.parameters())}))
 
 
+SPLIT: dict[str, float] = {}  # --breakdown: wall seconds per part of the token sampling, summed over calls
+
+
+def _timed(obj, name: str, part: str) -> None:
+    """Wrap obj.name so its wall time adds to SPLIT[part] (same wrapper on both implementations)."""
+    fn = getattr(obj, name)
+
+    def wrapper(*a, **k):
+        t = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            SPLIT[part] = SPLIT.get(part, 0.0) + time.perf_counter() - t
+
+    setattr(obj, name, wrapper)
+
+
 def run_official(args, labels):
     mar_models, AutoencoderKL = _official(args)
     model, vae = _official_models(args, mar_models, AutoencoderKL)
@@ -75,8 +94,13 @@ def run_official(args, labels):
     model.load_state_dict(ckpt["model_ema"], strict=True)
     vae.load_state_dict(torch.load(args.tokenizer, map_location="cpu")["model"], strict=True)
     model.eval(), vae.eval()
+    if args.breakdown:
+        _timed(model, "forward_mae_encoder", "transformer_s")
+        _timed(model, "forward_mae_decoder", "transformer_s")
+        _timed(model.diffloss, "sample", "head_s")
 
     def once(seed):
+        SPLIT.clear()
         torch.manual_seed(seed)  # the official sampler draws orders and noise from the global RNGs
         import numpy as np
 
@@ -96,10 +120,14 @@ def run_argen(args, labels):
 
     pipe, _ = convert_pipeline(args.tokenizer, args.generator, preset="mar-b")
     pipe = pipe.eval()
+    if args.breakdown:
+        _timed(pipe.generator, "condition", "transformer_s")
+        _timed(pipe.generator.head, "sample", "head_s")
     knobs = {"num_steps": args.steps, "cfg": args.cfg, "cfg_schedule": "linear", "temperature": args.temperature,
              "diffusion_steps": args.diffusion_steps, "cfg_refresh": args.cfg_refresh}
 
     def once(seed):
+        SPLIT.clear()
         t0, c0 = time.perf_counter(), time.process_time()
         tokens = pipe.sample_tokens(labels, seed=seed, pack_weights=args.pack_weights, **knobs)
         t1, c1 = time.perf_counter(), time.process_time()
@@ -107,6 +135,36 @@ def run_argen(args, labels):
         return t1 - t0, time.perf_counter() - t1, images, c1 - c0, time.process_time() - c1
 
     return once
+
+
+def peak_gflops(threads: int) -> float:
+    """fp32 GEMM throughput at MAR-B's head width with many rows (the best case for every linear layer here)."""
+    a, w = torch.randn(3200, 1024), torch.randn(1024, 1024)
+    with torch.inference_mode():
+        for _ in range(3):
+            a @ w
+        t = time.perf_counter()
+        for _ in range(10):
+            a @ w
+        return 10 * 2 * 3200 * 1024 * 1024 / (time.perf_counter() - t) / 1e9
+
+
+def sampling_tflops(batch: int, steps: int, diffusion_steps: int = 100) -> tuple[float, float]:
+    """Exact-arithmetic work of MAR-B sampling with CFG (TFLOP: transformer, diffusion head), counting every
+    matmul: per step the encoder over buffer + known tokens and the decoder over all 320 slots (linears
+    24 d^2 + attention 4 n d per token and block), and the head over each revealed token's two rows for every
+    diffusion step (6 res blocks of 5 W^2 + the final layer's 2 W^2 MACs: AdaLN modulations and MLPs), with
+    MAR's cosine schedule. No implementation can do less and stay exact."""
+    L, P, d, depth, W = 256, 64, 768, 12, 1024
+    rows, left, tr, head = 2 * batch, L, 0.0, 0.0
+    for k in range(steps):
+        n_enc, n_dec = P + L - left, P + L
+        tr += rows * depth * sum(24 * d * d * n + 4 * n * n * d for n in (n_enc, n_dec)) + rows * 2 * d * d * n_enc
+        masked = max(1, min(left - 1, math.floor(L * math.cos(math.pi / 2 * (k + 1) / steps))))
+        n = left if k == steps - 1 else left - masked
+        head += rows * n * (diffusion_steps * 2 * (6 * 5 * W * W + 2 * W * W + 48 * W) + 2 * d * W)
+        left -= n
+    return tr / 1e12, head / 1e12
 
 
 def main() -> int:
@@ -129,8 +187,20 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--warmup", type=int, default=1, help="untimed runs first (allocator, oneDNN kernels)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--peak", action="store_true",
+                   help="print this machine's fp32 GEMM GFLOP/s (3200x1024x1024), the exact work of sampling at "
+                        "--batch/--steps and the seconds that work takes at that peak (a floor), and exit")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also report the seconds spent in the transformer and in the diffusion head (last run)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.peak:
+        gflops = peak_gflops(args.threads)
+        tr, head = sampling_tflops(args.batch, args.steps, args.diffusion_steps)
+        print(json.dumps({"threads": args.threads, "gemm_gflops": round(gflops, 1), "batch": args.batch,
+                          "steps": args.steps, "transformer_tflop": round(tr, 2), "head_tflop": round(head, 2),
+                          "floor_tokens_s": round((tr + head) * 1e3 / gflops, 1)}))
+        return 0
     if args.make_random:
         make_random(args)
         return 0
@@ -141,8 +211,8 @@ def main() -> int:
     with torch.inference_mode():
         for w in range(args.warmup):
             once(args.seed + 1000 + w)
-        runs = [once(args.seed + r) for r in range(args.repeats)]
-    gen_s, dec_s, images, gen_cpu, dec_cpu = min(runs, key=lambda r: r[0] + r[1])
+        runs = [(*once(args.seed + r), dict(SPLIT)) for r in range(args.repeats)]
+    gen_s, dec_s, images, gen_cpu, dec_cpu, split = min(runs, key=lambda r: r[0] + r[1])
     assert images.shape == (args.batch, 3, 256, 256) and torch.isfinite(images).all()
     total = gen_s + dec_s
     print(json.dumps({"impl": args.impl, "batch": args.batch, "steps": args.steps,
@@ -151,7 +221,8 @@ def main() -> int:
                       "cfg_refresh": args.cfg_refresh if args.impl == "argen" else None,
                       "tokens_s": round(gen_s, 2), "decode_s": round(dec_s, 2),
                       "images_per_s": round(args.batch / total, 4), "tokens_cpu_s": round(gen_cpu, 2),
-                      "decode_cpu_s": round(dec_cpu, 2), "images_per_cpu_s": round(args.batch / (gen_cpu + dec_cpu), 4)}))
+                      "decode_cpu_s": round(dec_cpu, 2), "images_per_cpu_s": round(args.batch / (gen_cpu + dec_cpu), 4),
+                      **{k: round(v, 2) for k, v in split.items()}}))
     return 0
 
 
