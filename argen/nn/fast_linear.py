@@ -3,7 +3,10 @@
 Autoregressive decoding multiplies a handful of rows (2B with CFG) by every weight matrix each step, so a
 step is bound by how fast the weights stream through the CPU. PyTorch's default small-M fp32 GEMM repacks
 the weight on every call; a weight packed once into oneDNN's blocked layout is read exactly as stored,
-which measured 1.3-2x faster per step for LlamaGen-B on a 2-core AVX2 box (benchmarks/RESULTS.md).
+which measured 1.3-2x faster per step for LlamaGen-B on a 2-core AVX2 box (benchmarks/RESULTS.md). The gain is
+only at few rows: from ~128 rows on the plain GEMM's own packing pays for itself and the prepacked kernel is 5-20%
+slower (a 2-core AMD EPYC, 768-3072 wide layers), so calls with more than `MAX_PACKED_ROWS` rows -- a prompt's
+prefill, MAR's bidirectional transformer over all 320 positions -- take the plain path even while packing is on.
 
 `Linear` is an nn.Linear (same parameters, same state-dict names) that uses a packed copy while one is
 attached and autograd is off; `packed_linears(module, rows, enabled=True)` attaches copies for the duration
@@ -14,8 +17,8 @@ It is an explicit opt-in (`argen.generate(..., pack_weights=True)`, `argen sampl
 default, because the packed GEMM rounds differently from `F.linear`: results agree to fp32 rounding, not
 bit for bit, so the same seed gives the same images with packing on or off only within one setting. Whether it
 is used depends only on that flag and on the weights themselves (fp32 CPU matrices of at least
-`MIN_PACK_ELEMENTS`, and an op present in this torch build), never on free memory or load, so a seeded run
-is reproducible on a given machine.
+`MIN_PACK_ELEMENTS`, and an op present in this torch build) and on each call's row count, never on free memory
+or load, so a seeded run is reproducible on a given machine.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 MIN_PACK_ELEMENTS = 1 << 19  # ~0.5M weights (768x768): below this the plain GEMM is as fast
+MAX_PACKED_ROWS = 128  # above this many input rows per call the plain GEMM is as fast or faster
 
 
 def _ops_available() -> bool:
@@ -42,7 +46,8 @@ class Linear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         packed = self._packed
-        if packed is None or torch.is_grad_enabled() or x.dtype != torch.float32 or x.device.type != "cpu":
+        if (packed is None or torch.is_grad_enabled() or x.dtype != torch.float32 or x.device.type != "cpu"
+                or x.numel() > MAX_PACKED_ROWS * x.shape[-1]):
             return F.linear(x, self.weight, self.bias)
         y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), packed, self.bias, "none", [], "")
         return y.view(*x.shape[:-1], y.shape[-1])

@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -41,3 +42,21 @@ def test_rms_norm_fused_path_equals_formula():
     assert torch.allclose(norm(x), ref, atol=1e-6)
     assert torch.allclose(norm(x.double()), ref.double(), atol=1e-5)
     assert F.linear(x, torch.eye(16)).shape == (4, 16)
+
+
+@pytest.mark.skipif(not _ops_available(), reason="this torch build has no oneDNN linear ops: nothing is packed")
+def test_calls_with_many_rows_take_the_plain_path():
+    """Prepacked weights only help at few rows; above MAX_PACKED_ROWS a call must use the plain GEMM."""
+    from argen.nn.fast_linear import MAX_PACKED_ROWS
+    torch.manual_seed(0)
+    lin = Linear(1024, 1024)
+    # a packed copy of a *zero* weight tells the two paths apart: the packed one returns just the bias
+    lin._packed = torch.ops.mkldnn._reorder_linear_weight(torch.zeros_like(lin.weight), 8)
+    try:
+        with torch.inference_mode():
+            few = torch.randn(2, MAX_PACKED_ROWS // 2, 1024)
+            many = torch.randn(2, MAX_PACKED_ROWS // 2 + 1, 1024)
+            assert torch.allclose(lin(few), lin.bias.expand(2, MAX_PACKED_ROWS // 2, 1024))
+            assert torch.equal(lin(many), F.linear(many, lin.weight, lin.bias))
+    finally:
+        lin._packed = None
