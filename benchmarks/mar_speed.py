@@ -124,7 +124,8 @@ def run_argen(args, labels):
         _timed(pipe.generator, "condition", "transformer_s")
         _timed(pipe.generator.head, "sample", "head_s")
     knobs = {"num_steps": args.steps, "cfg": args.cfg, "cfg_schedule": "linear", "temperature": args.temperature,
-             "diffusion_steps": args.diffusion_steps, "cfg_refresh": args.cfg_refresh}
+             "diffusion_steps": args.diffusion_steps, "cfg_refresh": args.cfg_refresh,
+             "token_refresh": args.token_refresh, "head_refresh": args.head_refresh}
 
     def once(seed):
         SPLIT.clear()
@@ -183,6 +184,12 @@ def main() -> int:
     p.add_argument("--pack-weights", action="store_true", help="argen: prepacked oneDNN weights while sampling")
     p.add_argument("--cfg-refresh", type=int, default=1,
                    help="argen, approximate: run the unconditional rows every N-th step (LazyMAR-style; 1 = exact)")
+    p.add_argument("--token-refresh", type=int, default=1,
+                   help="argen, approximate: run every position through the transformer every N-th step, in between "
+                        "only the new and the predicted tokens (LazyMAR-style token cache; 1 = exact)")
+    p.add_argument("--head-refresh", type=int, default=1,
+                   help="argen, approximate: the whole diffusion head every N-th denoising step, in between the "
+                        "conditional rows and the outer blocks only (LazyMAR-style head cache, which uses 7; 1 = exact)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--warmup", type=int, default=1, help="untimed runs first (allocator, oneDNN kernels)")
@@ -219,6 +226,8 @@ def main() -> int:
                       "diffusion_steps": args.diffusion_steps, "cfg": args.cfg, "threads": args.threads,
                       "pack_weights": args.pack_weights if args.impl == "argen" else None,
                       "cfg_refresh": args.cfg_refresh if args.impl == "argen" else None,
+                      "token_refresh": args.token_refresh if args.impl == "argen" else None,
+                      "head_refresh": args.head_refresh if args.impl == "argen" else None,
                       "tokens_s": round(gen_s, 2), "decode_s": round(dec_s, 2),
                       "images_per_s": round(args.batch / total, 4), "tokens_cpu_s": round(gen_cpu, 2),
                       "decode_cpu_s": round(dec_cpu, 2), "images_per_cpu_s": round(args.batch / (gen_cpu + dec_cpu), 4),

@@ -284,6 +284,14 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str, cfg_he
     g.add_argument("--cfg-refresh", type=positive_int, default=None,
                    help="MAR, approximate speed-up (LazyMAR-style condition cache): run the unconditional rows "
                         "every N-th step only (default 1: exact)")
+    g.add_argument("--token-refresh", type=positive_int, default=None,
+                   help="MAR, approximate speed-up (LazyMAR-style token cache): run every position through the "
+                        "network every N-th step only, in between just the new and the predicted tokens "
+                        "(default 1: exact)")
+    g.add_argument("--head-refresh", type=positive_int, default=None,
+                   help="MAR, approximate speed-up (LazyMAR-style diffusion-head cache): run the whole head every "
+                        "N-th denoising step only, in between the conditional rows and the outer blocks (LazyMAR "
+                        "uses 7; default 1: exact)")
     g.add_argument("--gumbel", type=finite_float, default=None,
                    help="next-scale: VAR's Gumbel smoothing of the next scale's inputs (0.27 is VAR's; default off)")
     g.add_argument("--prune", type=_prune, nargs="+", default=None, metavar="RATIO",
@@ -295,7 +303,7 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str, cfg_he
 
 
 _KNOBS = ("cfg", "cfg_schedule", "temperature", "top_k", "top_p", "order", "num_steps", "choice_temperature",
-          "diffusion_steps", "cfg_refresh", "gumbel", "prune")
+          "diffusion_steps", "cfg_refresh", "token_refresh", "head_refresh", "gumbel", "prune")
 
 
 def sampling_overrides(args: argparse.Namespace) -> dict:

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from ..heads.diffusion import DiffusionHead, DiffusionHeadConfig
-from ..nn import LayerNorm, Trunk
+from ..nn import NO_CACHE, LayerNorm, PositionKV, Trunk
 from ..registry import register
 from ..types import Conditioning, LossOutput, TokenLayout
 from .base import Generator, GeneratorConfig
@@ -150,8 +150,20 @@ class MARGenerator(Generator):
             raise ValueError(f"MAR tokens must be float (B, {c.num_tokens}, {c.token_dim}) latents (the KL-VAE's "
                              f"layout); got {tuple(tokens.shape)} {tokens.dtype}")
 
-    def condition(self, tokens: Tensor, known: Tensor, c: Conditioning) -> Tensor:
-        """Condition vectors z (B, L, dim) for every position, from the `known` (B, L) bool tokens (B, L, d)."""
+    def feature_cache(self, rows: int) -> "MARFeatureCache":
+        """An empty feature cache for `rows` sequences (see `condition(..., cache=, lazy=True)`)."""
+        c, p = self.config, next(self.parameters())
+        return MARFeatureCache.empty(self.encoder_blocks, self.decoder_blocks, rows, c.buffer_size + c.num_tokens,
+                                     c.dim, dtype=p.dtype, device=p.device)
+
+    def condition(self, tokens: Tensor, known: Tensor, c: Conditioning, *, cache: "MARFeatureCache | None" = None,
+                  lazy: bool = False, predict: Tensor | None = None) -> Tensor:
+        """Condition vectors z (B, L, dim) for every position, from the `known` (B, L) bool tokens (B, L, d).
+
+        cache: record this forward's per-layer keys/values, decoder inputs and outputs (the result is unchanged).
+        lazy=True (approximate, needs a filled cache): recompute only the buffer, the tokens known since the
+        cache was written and the `predict` (B, L) positions, attending to every other position's cached keys
+        and values; z is fresh at `predict` and stale elsewhere. See `MARFeatureCache`."""
         self._check_latents(tokens)
         self._check_conditioning(c, tokens.shape[0])
         cfg = self.config
@@ -160,19 +172,55 @@ class MARGenerator(Generator):
         buffer = c.vector.to(x.dtype)[:, None].expand(B, P, -1)  # the conditioner's vector in every buffer slot
         x = self.z_proj_ln(torch.cat([buffer, x], dim=1) + self.encoder_pos_embed_learned)  # (B, P + L, D)
         keep = torch.cat([known.new_ones(B, P), known], dim=1)  # (B, P + L): buffers and known tokens
+        if cache is not None and cache.batch_size != B:
+            raise ValueError(f"the feature cache holds {cache.batch_size} rows but the forward has {B}")
+        if lazy and cache is not None and cache.can_reuse(known):
+            return self._condition_lazy(x, keep, predict if predict is not None else ~known, cache)
         counts = keep.sum(dim=1)
         if bool((counts == counts[0]).all()):  # the usual case: as many known tokens in every row -> drop the rest
+            if cache is not None:
+                cache.encoder.prepare(keep.nonzero()[:, 1].view(B, -1), read_all=False)
             enc = x[keep].view(B, int(counts[0]), -1)  # (B, P + K, D)
-            enc = self.encoder_norm(self.encoder_blocks(enc, mask="full"))
+            enc = self.encoder_norm(self.encoder_blocks(enc, mask="full", cache=_kv(cache, "encoder")))
             dec = self.decoder_embed(enc)
             full = self.mask_token.to(dec.dtype).expand(B, P + L, -1).clone()
             full[keep] = dec.reshape(-1, dec.shape[-1])
         else:  # rows know different counts (editing): run every slot, unknown ones never attended to
+            if cache is not None:
+                cache.encoder.prepare(_all_positions(B, P + L, x.device), read_all=False)
             attend = keep[:, None, None, :]  # (B, 1, 1, P + L) key mask
-            enc = self.encoder_norm(self.encoder_blocks(x, mask=attend))
+            enc = self.encoder_norm(self.encoder_blocks(x, mask=attend, cache=_kv(cache, "encoder")))
             full = torch.where(keep[..., None], self.decoder_embed(enc), self.mask_token.to(enc.dtype))
-        z = self.decoder_norm(self.decoder_blocks(full + self.decoder_pos_embed_learned, mask="full"))
+        if cache is not None:
+            cache.decoder.prepare(_all_positions(B, P + L, x.device), read_all=False)
+        z = self.decoder_norm(self.decoder_blocks(full + self.decoder_pos_embed_learned, mask="full",
+                                                  cache=_kv(cache, "decoder")))
+        if cache is not None:
+            cache.record(full, z, known)
         return z[:, P:] + self.diffusion_pos_embed_learned  # (B, L, D)
+
+    def _condition_lazy(self, x: Tensor, keep: Tensor, predict: Tensor, cache: "MARFeatureCache") -> Tensor:
+        B, N, D = x.shape
+        P = self.config.buffer_size
+        # encoder: the buffer (it attends to the new tokens) and the newly known tokens, over every known position
+        new = keep & ~cache.seen
+        new[:, :P] = True
+        enc_idx = _select(new, keep)  # (B, T): `new` first, padded with other known positions to equal counts
+        cache.encoder.prepare(enc_idx, read_all=True)
+        xa = x.gather(1, enc_idx[..., None].expand(-1, -1, D))
+        ea = self.encoder_norm(self.encoder_blocks(xa, mask=keep[:, None, None, :], cache=cache.encoder))
+        cache.decoder_input.scatter_(1, enc_idx[..., None].expand(-1, -1, D), self.decoder_embed(ea))
+        full = torch.where(keep[..., None], cache.decoder_input, self.mask_token.to(x.dtype))
+        # decoder: what the encoder recomputed and the positions to predict, over every position's keys
+        changed = torch.zeros_like(keep).scatter_(1, enc_idx, True)
+        changed[:, P:] |= predict
+        dec_idx = _select(changed, torch.ones_like(keep))
+        cache.decoder.prepare(dec_idx, read_all=True)
+        ha = (full + self.decoder_pos_embed_learned).gather(1, dec_idx[..., None].expand(-1, -1, D))
+        za = self.decoder_norm(self.decoder_blocks(ha, mask="full", cache=cache.decoder))
+        cache.output.scatter_(1, dec_idx[..., None].expand(-1, -1, D), za)
+        cache.seen.copy_(keep)
+        return cache.output[:, P:] + self.diffusion_pos_embed_learned
 
     def forward(self, tokens: Tensor, c: Conditioning, known: Tensor | None = None) -> Tensor:
         """Condition vectors z (B, L, dim) given the tokens marked `known` (default: all known)."""
@@ -206,3 +254,68 @@ class MARGenerator(Generator):
         out = self.head.loss(z, tokens, mask, rng=rng, timesteps=timesteps, noise=noise)
         out.metrics["mask_ratio"] = mask.float().mean().detach()
         return out
+
+
+def _all_positions(rows: int, length: int, device: torch.device) -> Tensor:
+    return torch.arange(length, device=device).expand(rows, length)
+
+
+def _select(must: Tensor, allowed: Tensor) -> Tensor:
+    """(B, T) positions per row: every `must` one, then other `allowed` ones so that all rows have T = the
+    largest `must` count (recomputing a few extra positions only makes them fresher)."""
+    count = int(must.sum(dim=1).max())
+    score = must.to(torch.int8) * 2 + allowed.to(torch.int8)
+    return score.topk(count, dim=1, sorted=False).indices.sort(dim=1).values
+
+
+def _kv(cache: "MARFeatureCache | None", part: str):
+    return NO_CACHE if cache is None else getattr(cache, part)
+
+
+class MARFeatureCache:
+    """What a sampling step of MAR can reuse from earlier steps (LazyMAR's token cache, Yan et al.
+    https://arxiv.org/abs/2503.12450, re-derived): the encoder's and decoder's keys/values at every position,
+    the decoder inputs of the known tokens, the decoder outputs, and which positions were known when they were
+    written (`seen`, buffer included). Between full forwards most tokens' features barely change, so a lazy
+    forward recomputes only the rows whose inputs changed (buffer, new tokens) and those whose outputs are
+    needed (the positions to predict). Approximate: the other positions' keys/values are stale.
+    `rows(n)` views the first n rows (the conditional half of a guided batch) sharing the storage."""
+
+    def __init__(self, encoder: PositionKV, decoder: PositionKV, decoder_input: Tensor, output: Tensor,
+                 seen: Tensor, filled: Tensor):
+        self.encoder, self.decoder = encoder, decoder
+        self.decoder_input, self.output = decoder_input, output  # (R, P + L, D) each
+        self.seen, self.filled = seen, filled  # (R, P + L) bool, (R,) bool
+
+    @classmethod
+    def empty(cls, encoder: Trunk, decoder: Trunk, rows: int, length: int, dim: int, *, dtype: torch.dtype,
+              device: torch.device) -> "MARFeatureCache":
+        def kv(trunk: Trunk) -> PositionKV:
+            return PositionKV(len(trunk), rows, trunk.num_heads, length, trunk.head_dim, dtype=dtype, device=device)
+
+        def zeros(*shape: int, dtype: torch.dtype = dtype) -> Tensor:
+            return torch.zeros(shape, dtype=dtype, device=device)
+
+        return cls(kv(encoder), kv(decoder), zeros(rows, length, dim), zeros(rows, length, dim),
+                   zeros(rows, length, dtype=torch.bool), zeros(rows, dtype=torch.bool))
+
+    @property
+    def batch_size(self) -> int:
+        return self.seen.shape[0]
+
+    def rows(self, n: int) -> "MARFeatureCache":
+        return MARFeatureCache(self.encoder.rows(n), self.decoder.rows(n), self.decoder_input[:n], self.output[:n],
+                               self.seen[:n], self.filled[:n])
+
+    def can_reuse(self, known: Tensor) -> bool:
+        """Filled, and no position known at the last write has become unknown since (else: a full forward)."""
+        P = self.seen.shape[1] - known.shape[1]
+        return bool(self.filled.all()) and not bool((self.seen[:, P:] & ~known).any())
+
+    def record(self, decoder_input: Tensor, output: Tensor, known: Tensor) -> None:
+        P = self.seen.shape[1] - known.shape[1]
+        self.decoder_input.copy_(decoder_input)
+        self.output.copy_(output)
+        self.seen[:, :P] = True
+        self.seen[:, P:] = known
+        self.filled.fill_(True)

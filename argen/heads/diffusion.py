@@ -340,17 +340,35 @@ class DenoiserMLP(nn.Module):
                 h = block(h, y)
         return self.final_layer(h, y)
 
-    def modulations(self, c_emb: Tensor, t_emb: Tensor) -> list[tuple[Tensor, ...]]:
-        """Every block's modulation for conditions c_emb (R, W) at the times t_emb (S, W): (S, R, W) each."""
+    def modulations(self, c_emb: Tensor, t_emb: Tensor, *, ends_only: bool = False) -> list[tuple[Tensor, ...]]:
+        """Every block's modulation for conditions c_emb (R, W) at the times t_emb (S, W): (S, R, W) each.
+        ends_only: only the first and last res-blocks' and the final layer's (the others are ()): what a step of
+        the head cache runs."""
         y_act = F.silu(c_emb[None] + t_emb[:, None])  # (S, R, W)
-        mods = [block.modulations(y_act) for block in self.res_blocks]
+        last = len(self.res_blocks) - 1
+        mods = [block.modulations(y_act) if not ends_only or i in (0, last) else ()
+                for i, block in enumerate(self.res_blocks)]
         return mods + [self.final_layer.modulations(y_act)]
 
-    def forward_modulated(self, x: Tensor, mods: Sequence[tuple[Tensor, ...]]) -> Tensor:
-        """forward() at one time step from its precomputed modulations (R, W) each; x (R, token_dim)."""
+    def forward_modulated(self, x: Tensor, mods: Sequence[tuple[Tensor, ...]], *,
+                          residuals: dict[int, Tensor] | None = None, reuse: bool = False,
+                          rows: int | None = None) -> Tensor:
+        """forward() at one time step from its precomputed modulations (R, W) each; x (R, token_dim).
+
+        residuals (the head cache, approximate): with reuse=False every block runs and each middle block's (all but
+        the first and the last) residual h_out - h_in of the first `rows` rows (default all) is stored there; with
+        reuse=True those blocks are skipped and their stored residuals added instead (LazyMAR's head cache)."""
         h = self.input_proj(x)
-        for block, m in zip(self.res_blocks, mods):
-            h = block.forward_modulated(h, *m)
+        last = len(self.res_blocks) - 1
+        for i, (block, m) in enumerate(zip(self.res_blocks, mods)):
+            if residuals is None or i in (0, last):
+                h = block.forward_modulated(h, *m)
+            elif reuse:
+                h = h + residuals[i]
+            else:
+                out = block.forward_modulated(h, *m)
+                residuals[i] = (out - h)[:rows]
+                h = out
         return self.final_layer.forward_modulated(h, *mods[-1])
 
 
@@ -449,7 +467,7 @@ class DiffusionHead(nn.Module):
 
     def sample(self, z: Tensor, opts: SampleOptions, rng: torch.Generator | None = None, *, cfg_scale: float = 1.0,
                guided: bool = False, temperature: float | None = None, num_steps: int | None = None,
-               noise: Tensor | None = None, precompute: bool = True) -> tuple[Tensor, Tensor]:
+               noise: Tensor | None = None, precompute: bool = True, refresh: int = 1) -> tuple[Tensor, Tensor]:
         """Draw tokens (B', ..., token_dim) for conditions z (R, ..., cond_dim) by ancestral sampling.
 
         guided: z's rows are [cond; uncond] (R = 2B'), the noise prediction is u + cfg_scale (c - u) and the
@@ -458,8 +476,15 @@ class DiffusionHead(nn.Module):
         (S + 1, N, token_dim) or (S, N, token_dim) with N = the flattened output rows -- noise[0] is x_T and
         noise[j] the noise added at denoising step j (the step at t = 0 adds none, so an (S + 1)-th entry, which
         the official code draws, is ignored) -- or drawn from `rng`. Scores are zeros (tokens.shape[:-1]).
-        precompute=False runs the plain per-step network (the reference the fast path is tested against)."""
+        precompute=False runs the plain per-step network (the reference the fast path is tested against).
+        refresh > 1 (approximate, LazyMAR's head cache): only every `refresh`-th denoising step and the last run the
+        whole network; the others run the conditional rows only (guidance from the cond - uncond noise difference
+        of the last full step) and skip the middle res-blocks (their residuals from the last full step)."""
         cfg = self.config
+        if isinstance(refresh, bool) or not isinstance(refresh, int) or refresh < 1:
+            raise ValueError(f"refresh must be an integer >= 1 (1 = exact), got {refresh!r}")
+        if refresh > 1 and not precompute:
+            raise ValueError("the head cache (refresh > 1) works on the precomputed path: leave precompute=True")
         temperature = opts.temperature if temperature is None else temperature
         if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
             raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
@@ -482,12 +507,12 @@ class DiffusionHead(nn.Module):
                              f"for {S} steps and {N} tokens, got {tuple(noise.shape)}")
         noise = noise.to(device=device, dtype=torch.float32)
         with torch.no_grad():
-            x = self._denoise(zf, noise, diff, float(cfg_scale), guided, float(temperature), precompute)
+            x = self._denoise(zf, noise, diff, float(cfg_scale), guided, float(temperature), precompute, refresh)
         tokens = x.to(z.dtype).reshape(*lead, cfg.token_dim)
         return tokens, torch.zeros(lead, dtype=torch.float32, device=device)
 
     def _denoise(self, z: Tensor, noise: Tensor, diff: Diffusion, cfg_scale: float, guided: bool,
-                 temperature: float, precompute: bool) -> Tensor:
+                 temperature: float, precompute: bool, refresh: int = 1) -> Tensor:
         net, D = self.net, self.config.token_dim
         z = z.to(net.dtype)
         order = list(range(diff.num_steps))[::-1]  # respaced index i = S-1 (noisiest) .. 0
@@ -500,17 +525,38 @@ class DiffusionHead(nn.Module):
             chunk = max(1, int(self.modulation_budget) // max(per_step, 1))
         else:
             chunk = len(order)
+        residuals: dict[int, Tensor] | None = {} if refresh > 1 else None
+        cfg_delta = None  # eps_cond - eps_uncond at the last full step (head cache with guidance)
+        N = x.shape[0]
         for start in range(0, len(order), chunk):
-            mods = net.modulations(c_emb, t_emb[start:start + chunk]) if precompute else None
-            for j in range(start, min(start + chunk, len(order))):
-                xin = (torch.cat([x, x]) if guided else x).to(net.dtype)
-                if precompute:
-                    out = net.forward_modulated(xin, [tuple(m[j - start] for m in ms) for ms in mods])
-                else:
-                    out = net(xin, model_t[j].expand(xin.shape[0]), z)
-                out = out.float()
-                eps = combine(out[:, :D], cfg_scale) if guided else out[:, :D]
-                v = out[: x.shape[0], D:]  # guided: the conditional rows' variance
+            steps = range(start, min(start + chunk, len(order)))
+            # a full step every `refresh`-th and the last one; the others (head cache) need fewer modulations
+            full = [j for j in steps if residuals is None or j % refresh == 0 or order[j] == 0]
+            lazy = [j for j in steps if j not in full]
+            if precompute:
+                mods = {j: k for k, j in enumerate(full)}, net.modulations(c_emb, t_emb[full]) if full else []
+                ends = {j: k for k, j in enumerate(lazy)}, (net.modulations(c_emb[:N], t_emb[lazy], ends_only=True)
+                                                            if lazy else [])
+            for j in steps:
+                if not precompute:
+                    xin = (torch.cat([x, x]) if guided else x).to(net.dtype)
+                    out = net(xin, model_t[j].expand(xin.shape[0]), z).float()
+                    eps, v = (combine(out[:, :D], cfg_scale) if guided else out[:, :D]), out[:N, D:]
+                elif j in mods[0]:
+                    xin = (torch.cat([x, x]) if guided else x).to(net.dtype)
+                    k = mods[0][j]
+                    out = net.forward_modulated(xin, [tuple(m[k] for m in ms) for ms in mods[1]], residuals=residuals,
+                                                rows=N).float()
+                    eps, v = (combine(out[:, :D], cfg_scale) if guided else out[:, :D]), out[:N, D:]
+                    if guided and residuals is not None:
+                        cfg_delta = out[:N, :D] - out[N:, :D]
+                else:  # head cache: the conditional rows only, the middle blocks from their stored residuals
+                    k = ends[0][j]
+                    out = net.forward_modulated(x.to(net.dtype), [tuple(m[k] for m in ms) for ms in ends[1]],
+                                                residuals=residuals, reuse=True).float()
+                    eps, v = out[:, :D], out[:, D:]
+                    if guided:
+                        eps = eps + (cfg_scale - 1.0) * cfg_delta
                 x = self._step(diff, order[j], x, eps, v, noise[j + 1] if order[j] > 0 else None, temperature)
         return x
 

@@ -54,7 +54,7 @@ class LayerKV:
 
     __slots__ = ("cache", "index")
 
-    def __init__(self, cache: "KVCache", index: int):
+    def __init__(self, cache: "KVCache | PositionKV", index: int):
         self.cache, self.index = cache, index
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -131,3 +131,47 @@ class KVCache:
             kb.index_copy_(2, self._write, k.to(kb.dtype))
             vb.index_copy_(2, self._write, v.to(vb.dtype))
         return kb[:, :, : self.length], vb[:, :, : self.length]
+
+
+class PositionKV:
+    """Keys/values of every position of a fixed-length bidirectional sequence, for forwards that recompute only
+    some positions of each row and reuse the others' from an earlier forward (MAR's feature cache, LazyMAR-style).
+
+    Per forward: `prepare(index, read_all)` with `index` (B, T) the positions (per row) of the T rows being
+    computed; each layer scatters their keys/values there. `read_all=False` (a full or compacted forward that is
+    being recorded) attends over the forward's own keys only, exactly as without a cache; `read_all=True`
+    attends over every position's keys (fresh where just written, stale elsewhere). `rows(n)` is a view of
+    the first n rows sharing the buffers (the conditional half of a guided batch)."""
+
+    def __init__(self, num_layers: int, batch_size: int, num_heads: int, length: int, head_dim: int, *,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
+                 buffers: tuple[Tensor, Tensor] | None = None):
+        shape = (num_layers, batch_size, num_heads, length, head_dim)
+        self.k, self.v = buffers if buffers is not None else (torch.zeros(shape, dtype=dtype, device=device),
+                                                              torch.zeros(shape, dtype=dtype, device=device))
+        self.layers = [LayerKV(self, i) for i in range(num_layers)]
+        self._index: Tensor | None = None
+        self._read_all = False
+
+    @property
+    def batch_size(self) -> int:
+        return self.k.shape[1]
+
+    def rows(self, n: int) -> "PositionKV":
+        L, _, H, N, D = self.k.shape
+        return PositionKV(L, n, H, N, D, buffers=(self.k[:, :n], self.v[:, :n]))
+
+    def prepare(self, index: Tensor, *, read_all: bool) -> None:
+        if index.dim() != 2 or index.shape[0] != self.batch_size:
+            raise ValueError(f"index must be (B, T) = ({self.batch_size}, T) positions, got {tuple(index.shape)}")
+        self._index = index.to(device=self.k.device, dtype=torch.long)
+        self._read_all = read_all
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        if self._index is None:
+            raise RuntimeError("PositionKV.prepare(index, read_all=...) must run before a forward")
+        kb, vb = self.k[layer], self.v[layer]  # (B, H, N, D)
+        idx = self._index[:, None, :, None].expand(-1, kb.shape[1], -1, kb.shape[3])
+        kb.scatter_(2, idx, k.to(kb.dtype))
+        vb.scatter_(2, idx, v.to(vb.dtype))
+        return (kb, vb) if self._read_all else (k, v)

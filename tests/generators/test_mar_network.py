@@ -19,8 +19,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 def tiny(**kw):
     torch.manual_seed(0)
-    cfg = MARConfig(scales=((3, 4),), token_dim=D, dim=32, encoder_depth=1, decoder_depth=1, num_heads=4,
-                    buffer_size=2, attn_dropout=0.0, proj_dropout=0.0, num_steps=4,
+    kw = {"encoder_depth": 1, "decoder_depth": 1, **kw}
+    cfg = MARConfig(scales=((3, 4),), token_dim=D, dim=32, num_heads=4, buffer_size=2, attn_dropout=0.0,
+                    proj_dropout=0.0, num_steps=4,
                     head=DiffusionHeadConfig(token_dim=D, cond_dim=32, depth=1, width=32, batch_mul=2,
                                              sampling_steps=5), **kw)
     g = MARGenerator(cfg)
@@ -175,9 +176,9 @@ def test_cfg_refresh_runs_the_unconditional_rows_every_nth_step_only():
     rows = []
     real = g.condition
 
-    def counted(tokens, known, c):
+    def counted(tokens, known, c, **kw):
         rows.append(tokens.shape[0])
-        return real(tokens, known, c)
+        return real(tokens, known, c, **kw)
 
     g.condition = counted
     exact = generate(g, cond, [0, 1], seed=0, cfg=3.0, num_steps=4)

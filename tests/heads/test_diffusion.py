@@ -156,6 +156,40 @@ def test_modulated_forward_equals_network_forward():
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
+def test_head_cache_is_exact_when_what_it_reuses_is_constant_and_skips_the_middle_blocks():
+    """refresh > 1 reuses the middle blocks' residuals and the cond - uncond noise difference: exact when the
+    middle blocks add nothing (zero gates) and both halves are equal; an approximation otherwise."""
+    h = random_head(depth=4)
+    S, g = h.config.sampling_steps, torch.Generator().manual_seed(5)
+    zc, zu = torch.randn(3, 24, generator=g), torch.randn(3, 24, generator=g)
+    noise = torch.randn(S, 3, 4, generator=g)
+    exact, _ = h.sample(torch.cat([zc, zu]), OPTS, cfg_scale=2.5, guided=True, noise=noise)
+    assert torch.equal(h.sample(torch.cat([zc, zu]), OPTS, cfg_scale=2.5, guided=True, noise=noise, refresh=1)[0],
+                       exact)
+    calls = {0: 0, 1: 0}  # forward_modulated calls of the first and a middle block
+    real = {i: h.net.res_blocks[i].forward_modulated for i in (0, 1)}
+    for i in (0, 1):
+        h.net.res_blocks[i].forward_modulated = lambda *a, i=i: (calls.__setitem__(i, calls[i] + 1), real[i](*a))[1]
+    cached, _ = h.sample(torch.cat([zc, zu]), OPTS, cfg_scale=2.5, guided=True, noise=noise, refresh=3)
+    assert calls == {0: S, 1: 4}  # 8 steps: the middle block runs at steps 0, 3, 6 and the last one only
+    assert torch.isfinite(cached).all() and not torch.allclose(cached, exact)
+    for i in (0, 1):
+        del h.net.res_blocks[i].forward_modulated
+    # zero the middle blocks' gates (they add nothing) and make both halves equal: then nothing reused is stale
+    with torch.no_grad():
+        for block in h.net.res_blocks[1:-1]:
+            lin = block.adaLN_modulation[1]
+            lin.weight[2 * h.config.width:].zero_()
+            lin.bias[2 * h.config.width:].zero_()
+    same = torch.cat([zc, zc])
+    want, _ = h.sample(same, OPTS, cfg_scale=2.5, guided=True, noise=noise)
+    rel_close(h.sample(same, OPTS, cfg_scale=2.5, guided=True, noise=noise, refresh=3)[0], want, tol=1e-6)
+    with pytest.raises(ValueError, match="refresh"):
+        h.sample(same, OPTS, guided=True, noise=noise, refresh=0)
+    with pytest.raises(ValueError, match="precompute"):
+        h.sample(same, OPTS, guided=True, noise=noise, refresh=2, precompute=False)
+
+
 # ----------------------------------------------------------------------------- guidance, determinism, dtypes
 
 

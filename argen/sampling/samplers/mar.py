@@ -15,7 +15,12 @@ or a permutation), `diffusion_steps` (the head's respaced denoising steps; defau
 `cfg_refresh` (approximate, training-free, in the spirit of LazyMAR's condition cache, https://arxiv.org/abs/
 2503.12450): with guidance, the unconditional half of the network runs only every `cfg_refresh`-th step; in
 between its condition vectors are the conditional ones minus the (cond - uncond) difference cached at the last
-full step, so those steps run the transformer on half the rows. 1 (the default) is exact MAR.
+full step, so those steps run the transformer on half the rows; `token_refresh` (approximate, LazyMAR's token
+cache): the network runs in full only every `token_refresh`-th step; in between it recomputes only the buffer, the
+tokens revealed since and the positions being predicted, over the other positions' cached keys and values (see
+`MARFeatureCache` in generators/mar.py); `head_refresh` (approximate, LazyMAR's diffusion-head cache): the head
+runs in full only every `head_refresh`-th denoising step and the last; the others run the conditional rows and the
+first and last res-blocks only (see `DiffusionHead.sample`). 1 (the default of all three) is exact MAR.
 Editing puts the known positions at the end of the order, which is revealed first, so they are context from the
 first step.
 """
@@ -27,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ...generators.mar import MARFeatureCache
 from ...types import Conditioning
 from .base import DecodeOptions, Force, Sampler, State, register_sampler
 from .random_order import OrderSpec, resolve_order
@@ -38,6 +44,8 @@ class MAROptions(DecodeOptions):
     order: OrderSpec = "random"
     diffusion_steps: int | None = None  # None: the head config's sampling_steps
     cfg_refresh: int = 1  # run the unconditional rows every this many steps (1: every step, exact)
+    token_refresh: int = 1  # run every position through the network every this many steps (1: exact)
+    head_refresh: int = 1  # run the whole diffusion head every this many denoising steps (1: exact)
 
     def __post_init__(self):
         if isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int) or self.num_steps < 1:
@@ -53,6 +61,12 @@ class MAROptions(DecodeOptions):
         if isinstance(self.cfg_refresh, bool) or not isinstance(self.cfg_refresh, int) or self.cfg_refresh < 1:
             raise ValueError(f"cfg_refresh must be an integer >= 1 (1 = exact; 2 runs the unconditional rows every "
                              f"other step), got {self.cfg_refresh!r}")
+        if isinstance(self.token_refresh, bool) or not isinstance(self.token_refresh, int) or self.token_refresh < 1:
+            raise ValueError(f"token_refresh must be an integer >= 1 (1 = exact; 4 runs every position through the "
+                             f"network every 4th step), got {self.token_refresh!r}")
+        if isinstance(self.head_refresh, bool) or not isinstance(self.head_refresh, int) or self.head_refresh < 1:
+            raise ValueError(f"head_refresh must be an integer >= 1 (1 = exact; LazyMAR uses 7), got "
+                             f"{self.head_refresh!r}")
 
 
 @dataclass
@@ -63,6 +77,7 @@ class MARState(State):
     to_predict: Tensor | None = None  # (B, L) bool: positions this step reveals (set by predict)
     masked_after: Tensor | None = None  # (B,) the count MAR's schedule keeps masked after this step (for CFG)
     guidance_delta: Tensor | None = None  # (B, L, dim) z_cond - z_uncond at the last full step (cfg_refresh > 1)
+    features: MARFeatureCache | None = None  # R rows (token_refresh > 1)
 
 
 @register_sampler("mar")
@@ -74,7 +89,8 @@ class MARSampler(Sampler):
         return MAROptions(num_steps=generator.config.num_steps)
 
     def head_kwargs(self, state: MARState) -> dict:
-        return {} if self.options.diffusion_steps is None else {"num_steps": self.options.diffusion_steps}
+        kw = {} if self.options.diffusion_steps is None else {"num_steps": self.options.diffusion_steps}
+        return kw if self.options.head_refresh == 1 else {**kw, "refresh": self.options.head_refresh}
 
     def begin(self, c: Conditioning, batch_size: int, rng: torch.Generator) -> MARState:
         gen = self.gen
@@ -85,7 +101,9 @@ class MARSampler(Sampler):
         tokens = torch.zeros(batch_size, cfg.num_tokens, cfg.token_dim, dtype=gen.dtype, device=device)
         known = torch.zeros(batch_size, cfg.num_tokens, dtype=torch.bool, device=device)
         order = resolve_order(self.options.order, batch_size, cfg.num_tokens, rng, device)
-        return MARState(tokens, known, step=0, num_steps=self.options.num_steps, rows=rows, c=c, order=order)
+        features = gen.feature_cache(rows) if self.options.token_refresh > 1 else None
+        return MARState(tokens, known, step=0, num_steps=self.options.num_steps, rows=rows, c=c, order=order,
+                        features=features)
 
     def _repeat(self, state: MARState, t: Tensor) -> Tensor:
         return t.repeat(state.rows // state.batch_size, *([1] * (t.dim() - 1)))
@@ -110,11 +128,14 @@ class MARSampler(Sampler):
         self._plan(state)
         B, guided = state.batch_size, state.rows == 2 * state.batch_size
         reuse = guided and state.guidance_delta is not None and state.step % self.options.cfg_refresh != 0
+        cache, lazy = state.features, state.step % self.options.token_refresh != 0
         if reuse:  # condition cache: the cond rows only, the uncond ones from the cached difference
-            zc = self.gen.condition(state.tokens, state.known, state.c.rows(0, B))
+            zc = self.gen.condition(state.tokens, state.known, state.c.rows(0, B), cache=cache and cache.rows(B),
+                                    lazy=lazy, predict=state.to_predict)
             z = torch.cat([zc, zc - state.guidance_delta])
         else:
-            z = self.gen.condition(self._repeat(state, state.tokens), self._repeat(state, state.known), state.c)
+            z = self.gen.condition(self._repeat(state, state.tokens), self._repeat(state, state.known), state.c,
+                                   cache=cache, lazy=lazy, predict=self._repeat(state, state.to_predict))
             if guided and self.options.cfg_refresh > 1:
                 state.guidance_delta = z[:B] - z[B:]
         return z[self._repeat(state, state.to_predict)]
