@@ -176,12 +176,13 @@ class MARGenerator(Generator):
             raise ValueError(f"the feature cache holds {cache.batch_size} rows but the forward has {B}")
         if lazy and cache is not None and cache.can_reuse(known):
             return self._condition_lazy(x, keep, predict if predict is not None else ~known, cache)
+        enc_kv, dec_kv = (NO_CACHE, NO_CACHE) if cache is None else (cache.encoder, cache.decoder)
         counts = keep.sum(dim=1)
         if bool((counts == counts[0]).all()):  # the usual case: as many known tokens in every row -> drop the rest
             if cache is not None:
                 cache.encoder.prepare(keep.nonzero()[:, 1].view(B, -1), read_all=False)
             enc = x[keep].view(B, int(counts[0]), -1)  # (B, P + K, D)
-            enc = self.encoder_norm(self.encoder_blocks(enc, mask="full", cache=_kv(cache, "encoder")))
+            enc = self.encoder_norm(self.encoder_blocks(enc, mask="full", cache=enc_kv))
             dec = self.decoder_embed(enc)
             full = self.mask_token.to(dec.dtype).expand(B, P + L, -1).clone()
             full[keep] = dec.reshape(-1, dec.shape[-1])
@@ -189,12 +190,11 @@ class MARGenerator(Generator):
             if cache is not None:
                 cache.encoder.prepare(_all_positions(B, P + L, x.device), read_all=False)
             attend = keep[:, None, None, :]  # (B, 1, 1, P + L) key mask
-            enc = self.encoder_norm(self.encoder_blocks(x, mask=attend, cache=_kv(cache, "encoder")))
+            enc = self.encoder_norm(self.encoder_blocks(x, mask=attend, cache=enc_kv))
             full = torch.where(keep[..., None], self.decoder_embed(enc), self.mask_token.to(enc.dtype))
         if cache is not None:
             cache.decoder.prepare(_all_positions(B, P + L, x.device), read_all=False)
-        z = self.decoder_norm(self.decoder_blocks(full + self.decoder_pos_embed_learned, mask="full",
-                                                  cache=_kv(cache, "decoder")))
+        z = self.decoder_norm(self.decoder_blocks(full + self.decoder_pos_embed_learned, mask="full", cache=dec_kv))
         if cache is not None:
             cache.record(full, z, known)
         return z[:, P:] + self.diffusion_pos_embed_learned  # (B, L, D)
@@ -268,10 +268,6 @@ def _select(must: Tensor, allowed: Tensor) -> Tensor:
     return score.topk(count, dim=1, sorted=False).indices.sort(dim=1).values
 
 
-def _kv(cache: "MARFeatureCache | None", part: str):
-    return NO_CACHE if cache is None else getattr(cache, part)
-
-
 class MARFeatureCache:
     """What a sampling step of MAR can reuse from earlier steps (LazyMAR's token cache, Yan et al.
     https://arxiv.org/abs/2503.12450, re-derived): the encoder's and decoder's keys/values at every position,
@@ -282,10 +278,10 @@ class MARFeatureCache:
     `rows(n)` views the first n rows (the conditional half of a guided batch) sharing the storage."""
 
     def __init__(self, encoder: PositionKV, decoder: PositionKV, decoder_input: Tensor, output: Tensor,
-                 seen: Tensor, filled: Tensor):
+                 seen: Tensor):
         self.encoder, self.decoder = encoder, decoder
         self.decoder_input, self.output = decoder_input, output  # (R, P + L, D) each
-        self.seen, self.filled = seen, filled  # (R, P + L) bool, (R,) bool
+        self.seen = seen  # (R, P + L) bool; a write always marks the buffer slots, so slot 0 says "filled"
 
     @classmethod
     def empty(cls, encoder: Trunk, decoder: Trunk, rows: int, length: int, dim: int, *, dtype: torch.dtype,
@@ -297,7 +293,7 @@ class MARFeatureCache:
             return torch.zeros(shape, dtype=dtype, device=device)
 
         return cls(kv(encoder), kv(decoder), zeros(rows, length, dim), zeros(rows, length, dim),
-                   zeros(rows, length, dtype=torch.bool), zeros(rows, dtype=torch.bool))
+                   zeros(rows, length, dtype=torch.bool))
 
     @property
     def batch_size(self) -> int:
@@ -305,12 +301,12 @@ class MARFeatureCache:
 
     def rows(self, n: int) -> "MARFeatureCache":
         return MARFeatureCache(self.encoder.rows(n), self.decoder.rows(n), self.decoder_input[:n], self.output[:n],
-                               self.seen[:n], self.filled[:n])
+                               self.seen[:n])
 
     def can_reuse(self, known: Tensor) -> bool:
         """Filled, and no position known at the last write has become unknown since (else: a full forward)."""
         P = self.seen.shape[1] - known.shape[1]
-        return bool(self.filled.all()) and not bool((self.seen[:, P:] & ~known).any())
+        return bool(self.seen[:, 0].all()) and not bool((self.seen[:, P:] & ~known).any())
 
     def record(self, decoder_input: Tensor, output: Tensor, known: Tensor) -> None:
         P = self.seen.shape[1] - known.shape[1]
@@ -318,4 +314,3 @@ class MARFeatureCache:
         self.output.copy_(output)
         self.seen[:, :P] = True
         self.seen[:, P:] = known
-        self.filled.fill_(True)

@@ -530,33 +530,34 @@ class DiffusionHead(nn.Module):
         N = x.shape[0]
         for start in range(0, len(order), chunk):
             steps = range(start, min(start + chunk, len(order)))
-            # a full step every `refresh`-th and the last one; the others (head cache) need fewer modulations
-            full = [j for j in steps if residuals is None or j % refresh == 0 or order[j] == 0]
-            lazy = [j for j in steps if j not in full]
+            # head cache: a full step every `refresh`-th and the last one; the others need fewer modulations
+            lazy = [j for j in steps if residuals is not None and j % refresh != 0 and order[j] != 0]
+            full = [j for j in steps if j not in lazy]
             if precompute:
-                mods = {j: k for k, j in enumerate(full)}, net.modulations(c_emb, t_emb[full]) if full else []
-                ends = {j: k for k, j in enumerate(lazy)}, (net.modulations(c_emb[:N], t_emb[lazy], ends_only=True)
-                                                            if lazy else [])
+                full_at, lazy_at = {j: k for k, j in enumerate(full)}, {j: k for k, j in enumerate(lazy)}
+                full_mods = net.modulations(c_emb, t_emb[full]) if full else []
+                lazy_mods = net.modulations(c_emb[:N], t_emb[lazy], ends_only=True) if lazy else []
             for j in steps:
-                if not precompute:
-                    xin = (torch.cat([x, x]) if guided else x).to(net.dtype)
-                    out = net(xin, model_t[j].expand(xin.shape[0]), z).float()
-                    eps, v = (combine(out[:, :D], cfg_scale) if guided else out[:, :D]), out[:N, D:]
-                elif j in mods[0]:
-                    xin = (torch.cat([x, x]) if guided else x).to(net.dtype)
-                    k = mods[0][j]
-                    out = net.forward_modulated(xin, [tuple(m[k] for m in ms) for ms in mods[1]], residuals=residuals,
-                                                rows=N).float()
-                    eps, v = (combine(out[:, :D], cfg_scale) if guided else out[:, :D]), out[:N, D:]
-                    if guided and residuals is not None:
-                        cfg_delta = out[:N, :D] - out[N:, :D]
-                else:  # head cache: the conditional rows only, the middle blocks from their stored residuals
-                    k = ends[0][j]
-                    out = net.forward_modulated(x.to(net.dtype), [tuple(m[k] for m in ms) for ms in ends[1]],
+                if precompute and j in lazy_at:  # the conditional rows only, the middle blocks' stored residuals
+                    k = lazy_at[j]
+                    out = net.forward_modulated(x.to(net.dtype), [tuple(m[k] for m in ms) for ms in lazy_mods],
                                                 residuals=residuals, reuse=True).float()
                     eps, v = out[:, :D], out[:, D:]
                     if guided:
                         eps = eps + (cfg_scale - 1.0) * cfg_delta
+                else:
+                    xin = (torch.cat([x, x]) if guided else x).to(net.dtype)
+                    if precompute:
+                        k = full_at[j]
+                        out = net.forward_modulated(xin, [tuple(m[k] for m in ms) for ms in full_mods],
+                                                    residuals=residuals, rows=N)
+                    else:
+                        out = net(xin, model_t[j].expand(xin.shape[0]), z)
+                    out = out.float()
+                    eps = combine(out[:, :D], cfg_scale) if guided else out[:, :D]
+                    v = out[:N, D:]  # guided: the conditional rows' variance
+                    if guided and residuals is not None:
+                        cfg_delta = out[:N, :D] - out[N:, :D]
                 x = self._step(diff, order[j], x, eps, v, noise[j + 1] if order[j] > 0 else None, temperature)
         return x
 

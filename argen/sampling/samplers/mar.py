@@ -58,15 +58,14 @@ class MAROptions(DecodeOptions):
                                                  or self.diffusion_steps < 2):
             raise ValueError(f"diffusion_steps must be an integer >= 2 (MAR samples with 100), got "
                              f"{self.diffusion_steps}")
-        if isinstance(self.cfg_refresh, bool) or not isinstance(self.cfg_refresh, int) or self.cfg_refresh < 1:
-            raise ValueError(f"cfg_refresh must be an integer >= 1 (1 = exact; 2 runs the unconditional rows every "
-                             f"other step), got {self.cfg_refresh!r}")
-        if isinstance(self.token_refresh, bool) or not isinstance(self.token_refresh, int) or self.token_refresh < 1:
-            raise ValueError(f"token_refresh must be an integer >= 1 (1 = exact; 4 runs every position through the "
-                             f"network every 4th step), got {self.token_refresh!r}")
-        if isinstance(self.head_refresh, bool) or not isinstance(self.head_refresh, int) or self.head_refresh < 1:
-            raise ValueError(f"head_refresh must be an integer >= 1 (1 = exact; LazyMAR uses 7), got "
-                             f"{self.head_refresh!r}")
+        _check_refresh("cfg_refresh", self.cfg_refresh, "2 runs the unconditional rows every other step")
+        _check_refresh("token_refresh", self.token_refresh, "4 runs every position through the network every 4th step")
+        _check_refresh("head_refresh", self.head_refresh, "LazyMAR uses 7")
+
+
+def _check_refresh(name: str, value: object, hint: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1 (1 = exact; {hint}), got {value!r}")
 
 
 @dataclass
@@ -130,8 +129,9 @@ class MARSampler(Sampler):
         reuse = guided and state.guidance_delta is not None and state.step % self.options.cfg_refresh != 0
         cache, lazy = state.features, state.step % self.options.token_refresh != 0
         if reuse:  # condition cache: the cond rows only, the uncond ones from the cached difference
-            zc = self.gen.condition(state.tokens, state.known, state.c.rows(0, B), cache=cache and cache.rows(B),
-                                    lazy=lazy, predict=state.to_predict)
+            zc = self.gen.condition(state.tokens, state.known, state.c.rows(0, B),
+                                    cache=None if cache is None else cache.rows(B), lazy=lazy,
+                                    predict=state.to_predict)
             z = torch.cat([zc, zc - state.guidance_delta])
         else:
             z = self.gen.condition(self._repeat(state, state.tokens), self._repeat(state, state.known), state.c,
