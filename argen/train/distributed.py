@@ -171,10 +171,13 @@ class _ProcessGroup(Distributed):
             dist.barrier()
 
     def close(self) -> None:
-        """Leave the process group (the CLI calls this at the end of a command)."""
+        """Leave the process group together (the CLI calls this at the end of a successful command)."""
         import torch.distributed as dist
 
         if dist.is_initialized():
+            # every rank waits for the slowest (rank 0 writes the final files) before any tears its gloo pairs
+            # down: a rank whose peers have already shut their sockets can abort in the backend's teardown
+            self.barrier()
             dist.destroy_process_group()
 
 
