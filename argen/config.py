@@ -23,9 +23,8 @@ from .errors import ConfigError
 
 # Version 2: pipelines saved as component folders (tokenizer/, conditioner/, generator/), class conditioning
 # moved out of the generators into a conditioner. Version 3: raster generators' `cond_mode`; 4: tokenizers'
-# `channels`. `argen.saving`
-# migrates older directories on load (`argen.migrations`).
-CONFIG_VERSION = 4
+# `channels`; 5: diffusion heads' `x0_clip`. `argen.saving` migrates older directories on load (`argen.migrations`).
+CONFIG_VERSION = 5
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

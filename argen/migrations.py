@@ -164,3 +164,22 @@ def _tokenizer_channels(meta, state, source):
     if isinstance(tok, dict):
         return {**meta, "config": {**config, "tokenizer": {"channels": 3, **tok}}}, state
     return meta, state
+
+
+# ----------------------------------------------------------------------------- 4 -> 5
+
+_DIFFUSION_HEAD_GENERATORS = ("mar", "raster-diffusion")
+
+
+@migration(4)
+def _diffusion_head_x0_clip(meta, state, source):
+    """Version 5 lets a diffusion head clamp its predicted clean token (`head.x0_clip`); every version-4 head
+    sampled unclipped."""
+    config = meta["config"]
+    if meta["kind"] in _DIFFUSION_HEAD_GENERATORS:
+        return {**meta, "config": {**config, "head": {"x0_clip": None, **config["head"]}}}, state
+    gen = config.get("generator") if meta["kind"] == "pipeline" else None
+    if isinstance(gen, dict) and gen.get("kind") in _DIFFUSION_HEAD_GENERATORS and isinstance(gen.get("head"), dict):
+        gen = {**gen, "head": {"x0_clip": None, **gen["head"]}}
+        return {**meta, "config": {**config, "generator": gen}}, state
+    return meta, state

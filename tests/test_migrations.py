@@ -166,3 +166,25 @@ def test_version_3_tokenizers_decode_three_channels(tmp_path):
     ids = torch.randint(0, 256, (1, 64))
     assert torch.equal(old.decode(ids), tok.decode(ids))
     assert not torch.equal(old.decode(ids)[:, 0], old.decode(ids)[:, 1])  # three independent channels
+
+
+@pytest.mark.parametrize("preset", ["fmnist-mar-tiny", "fmnist-ar-diffusion-tiny"])
+def test_version_4_diffusion_heads_sample_unclipped(preset, tmp_path):
+    """Version 5 added the diffusion head's `x0_clip`; a version-4 MAR / causal-diffusion pipeline (no such field)
+    loads as the unclipped sampler it was, with the same samples."""
+    torch.manual_seed(0)
+    pipe = argen.create(preset).eval()
+    pipe.save(tmp_path / "p")
+    for f in (tmp_path / "p").rglob("config.json"):  # what argen with config version 4 wrote
+        meta = json.loads(f.read_text())
+        meta["version"] = 4
+        meta["config"].get("head", {}).pop("x0_clip", None)
+        f.write_text(json.dumps(meta))
+    old = argen.load(tmp_path / "p")
+    assert old.generator.config.head.x0_clip is None
+    kw = dict(seed=0, num_steps=2) if "mar" in preset else dict(seed=0)
+    assert torch.equal(old.sample_tokens([1, 2], **kw), pipe.sample_tokens([1, 2], **kw))
+    for f in (tmp_path / "p").rglob("config.json"):  # claiming version 5, the same files are refused
+        f.write_text(json.dumps({**json.loads(f.read_text()), "version": CONFIG_VERSION}))
+    with pytest.raises(CheckpointError, match="x0_clip"):
+        argen.load(tmp_path / "p")

@@ -54,6 +54,13 @@ def finite_float(text: str) -> float:
     return v
 
 
+def nonnegative_float(text: str) -> float:
+    v = finite_float(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
 def positive_float(text: str) -> float:
     v = finite_float(text)
     if v <= 0:
@@ -281,6 +288,10 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str, cfg_he
                         "keep the most confident)")
     g.add_argument("--diffusion-steps", type=positive_int, default=None,
                    help="MAR: the diffusion head's denoising steps per token (default: the model's, 100 for MAR)")
+    g.add_argument("--x0-clip", type=nonnegative_float, default=None, metavar="BOUND",
+                   help="MAR / diffusion head: clamp the predicted clean token to [-BOUND, BOUND] at every denoising "
+                        "step (default: the model's; argen-trained models carry their tokens' range, official "
+                        "checkpoints none; 0 = unclipped)")
     g.add_argument("--cfg-refresh", type=positive_int, default=None,
                    help="MAR, approximate speed-up (LazyMAR-style condition cache): run the unconditional rows "
                         "every N-th step only (default 1: exact)")
@@ -303,7 +314,7 @@ def add_sampling_arguments(p: argparse.ArgumentParser, *, seed_help: str, cfg_he
 
 
 _KNOBS = ("cfg", "cfg_schedule", "temperature", "top_k", "top_p", "order", "num_steps", "choice_temperature",
-          "diffusion_steps", "cfg_refresh", "token_refresh", "head_refresh", "gumbel", "prune")
+          "diffusion_steps", "x0_clip", "cfg_refresh", "token_refresh", "head_refresh", "gumbel", "prune")
 
 
 def sampling_overrides(args: argparse.Namespace) -> dict:

@@ -198,9 +198,10 @@ def write_token_shards(cache: str | os.PathLike, out: str | os.PathLike, *,
             members["text.npy"] = _npy(np.asarray(src.text[i]))
             members["text_mask.npy"] = _npy(np.asarray(src.text_mask[i]))
         writer.add(f"{i:09d}", int(src.labels[i]), members)
+    cache_meta = dict(src.meta) if src.abs_max is None else {**src.meta, "abs_max": src.abs_max}  # old caches lack it
     _write_manifest(out, {"format": FORMAT, "version": VERSION, "kind": "tokens", "name": src.name,
                           "resolution": src.resolution, "classes": list(src.classes),
-                          "captions": src.captions is not None, "token_cache": src.meta,
+                          "captions": src.captions is not None, "token_cache": cache_meta,
                           "splits": {split: writer.finish()}})
     return out
 
@@ -348,6 +349,12 @@ class TokenShards(Dataset):
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def abs_max(self) -> float | None:
+        """The continuous tokens' largest |value| as the source cache recorded it (None if it did not)."""
+        v = self.meta.get("abs_max")
+        return None if v is None else float(v)
 
     def __len__(self) -> int:
         return len(self._shards)

@@ -158,7 +158,7 @@ def build_token_cache(encode_fn: Callable[[Tensor], Tensor], dataset: Dataset, p
             bar = tqdm(total=n, desc=f"tokenizing {expect['dataset']}", unit="img")
         tokens_mm = None
         labels = np.empty(n, dtype=np.int64)
-        pos = 0
+        pos, abs_max = 0, 0.0
         with torch.inference_mode():
             for images, batch_labels in loader:
                 arr = _as_numpy(encode_fn(images), None if dtype is None else np.dtype(dtype), len(images))
@@ -171,6 +171,8 @@ def build_token_cache(encode_fn: Callable[[Tensor], Tensor], dataset: Dataset, p
                     raise ValueError(f"encode_fn returned tokens of shape {arr.shape[1:]} after {tokens_mm.shape[1:]}; "
                                      "every image must give the same token shape")
                 tokens_mm[pos:pos + len(arr)] = arr
+                if np.issubdtype(tokens_mm.dtype, np.floating):
+                    abs_max = max(abs_max, float(np.abs(tokens_mm[pos:pos + len(arr)]).max(initial=0.0)))
                 labels[pos:pos + len(arr)] = np.asarray(batch_labels, dtype=np.int64)
                 pos += len(arr)
                 if bar is not None:
@@ -187,6 +189,8 @@ def build_token_cache(encode_fn: Callable[[Tensor], Tensor], dataset: Dataset, p
             _write_text_features(text_encoder, list(captions), staging, batch_size, progress)
         meta = {"format": FORMAT, "version": VERSION, **expect, "token_shape": list(shape[1:]),
                 "dtype": store.name, "classes": list(getattr(dataset, "classes", []) or [])}
+        if np.issubdtype(store, np.floating):  # continuous tokens: their range bounds a diffusion head's x0
+            meta["abs_max"] = abs_max
         (staging / META).write_text(json.dumps(meta, indent=2) + "\n")
         # Swap in the finished directory; an old cache (overwrite=True) is moved aside first.
         old = None
@@ -246,6 +250,18 @@ class TokenCacheDataset(Dataset):
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def abs_max(self) -> float | None:
+        """The largest |value| of continuous tokens (None for integer ones): from the metadata, or one pass over
+        the array for caches written before it was recorded."""
+        if not np.issubdtype(self.tokens.dtype, np.floating):
+            return None
+        if "abs_max" not in self.meta:
+            step = max(1, (64 << 20) // max(self.tokens[:1].nbytes, 1))
+            self.meta["abs_max"] = max(float(np.abs(self.tokens[i:i + step]).max(initial=0.0))
+                                       for i in range(0, len(self.tokens), step))
+        return float(self.meta["abs_max"])
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -14,8 +14,15 @@ https://arxiv.org/abs/2006.11239, with IDDPM's learned variances, Nichol & Dhari
                only trains v); t ~ U{0..T-1}; each (z, x) pair is repeated `batch_mul` times (MAR's
                diffusion_batch_mul) with its own (t, eps)
     sampling   respaced to `sampling_steps` (IDDPM striding); ancestral steps x_{t-1} = mu + temperature * sigma * e,
-               no clipping of the predicted x_0; classifier-free guidance on the noise prediction inside the
-               loop, eps = u + s (c - u), both halves fed the same x_t, rows [cond; uncond].
+               the predicted x_0 unclipped (as the official code) unless `x0_clip` bounds it; classifier-free
+               guidance on the noise prediction inside the loop, eps = u + s (c - u), both halves fed the same
+               x_t, rows [cond; uncond].
+
+Why `x0_clip`: at the first (noisiest) sampling step alpha_bar is ~2e-9, so the posterior mean multiplies the error of
+the noise prediction by coef_x0 * sqrt(1/alpha_bar - 1): ~32 with 1000 steps, ~316 with 100, ~1674 with 20. A fully
+trained head predicts eps there accurately enough; a small or briefly trained one does not, and its samples diverge
+(|x| in the hundreds; a tiny MAR trained 20 CPU-minutes on Fashion-MNIST did). Clamping x_0 to the range the training
+tokens occupy removes that failure; argen's trainer sets the bound from the token cache (train/recipes.py).
 
 Parameter names are the official ones (`net.time_embed.mlp.0`, `net.res_blocks.{i}.adaLN_modulation.1`, ...;
 MAR's checkpoints prefix them with `diffloss.`), so official weights load by name.
@@ -68,6 +75,8 @@ class DiffusionHeadConfig(Config):
     noise_schedule: NoiseSchedule = "cosine"
     batch_mul: int = 4
     grad_checkpointing: bool = False
+    # sampling: the predicted clean token is clamped to [-x0_clip, x0_clip]; None or 0: unclipped (the official code)
+    x0_clip: float | None = None
 
     def __post_init__(self):
         for name in ("token_dim", "cond_dim", "depth", "width", "batch_mul"):
@@ -83,6 +92,15 @@ class DiffusionHeadConfig(Config):
         if self.noise_schedule not in NOISE_SCHEDULES:
             raise ValueError(f"noise_schedule must be one of {', '.join(NOISE_SCHEDULES)} (MAR: 'cosine'); "
                              f"got {self.noise_schedule!r}")
+        if self.x0_clip is not None:
+            check_x0_clip(self.x0_clip)
+
+
+def check_x0_clip(value: object, name: str = "x0_clip") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0 (the bound on the predicted clean token at sampling; "
+                         f"0 = unclipped), got {value!r}")
+    return float(value)
 
 
 def check_steps(steps: int, num_timesteps: int, name: str = "num_steps") -> int:
@@ -467,7 +485,8 @@ class DiffusionHead(nn.Module):
 
     def sample(self, z: Tensor, opts: SampleOptions, rng: torch.Generator | None = None, *, cfg_scale: float = 1.0,
                guided: bool = False, temperature: float | None = None, num_steps: int | None = None,
-               noise: Tensor | None = None, precompute: bool = True, refresh: int = 1) -> tuple[Tensor, Tensor]:
+               noise: Tensor | None = None, precompute: bool = True, refresh: int = 1,
+               x0_clip: float | None = None) -> tuple[Tensor, Tensor]:
         """Draw tokens (B', ..., token_dim) for conditions z (R, ..., cond_dim) by ancestral sampling.
 
         guided: z's rows are [cond; uncond] (R = 2B'), the noise prediction is u + cfg_scale (c - u) and the
@@ -479,8 +498,10 @@ class DiffusionHead(nn.Module):
         precompute=False runs the plain per-step network (the reference the fast path is tested against).
         refresh > 1 (approximate, LazyMAR's head cache): only every `refresh`-th denoising step and the last run the
         whole network; the others run the conditional rows only (guidance from the cond - uncond noise difference
-        of the last full step) and skip the middle res-blocks (their residuals from the last full step)."""
+        of the last full step) and skip the middle res-blocks (their residuals from the last full step).
+        x0_clip: the bound on the predicted clean token (default config.x0_clip; 0 = unclipped)."""
         cfg = self.config
+        x0_clip = check_x0_clip((cfg.x0_clip or 0.0) if x0_clip is None else x0_clip)
         if isinstance(refresh, bool) or not isinstance(refresh, int) or refresh < 1:
             raise ValueError(f"refresh must be an integer >= 1 (1 = exact), got {refresh!r}")
         if refresh > 1 and not precompute:
@@ -507,12 +528,13 @@ class DiffusionHead(nn.Module):
                              f"for {S} steps and {N} tokens, got {tuple(noise.shape)}")
         noise = noise.to(device=device, dtype=torch.float32)
         with torch.no_grad():
-            x = self._denoise(zf, noise, diff, float(cfg_scale), guided, float(temperature), precompute, refresh)
+            x = self._denoise(zf, noise, diff, float(cfg_scale), guided, float(temperature), precompute, refresh,
+                              x0_clip)
         tokens = x.to(z.dtype).reshape(*lead, cfg.token_dim)
         return tokens, torch.zeros(lead, dtype=torch.float32, device=device)
 
     def _denoise(self, z: Tensor, noise: Tensor, diff: Diffusion, cfg_scale: float, guided: bool,
-                 temperature: float, precompute: bool, refresh: int = 1) -> Tensor:
+                 temperature: float, precompute: bool, refresh: int = 1, x0_clip: float = 0.0) -> Tensor:
         net, D = self.net, self.config.token_dim
         z = z.to(net.dtype)
         order = list(range(diff.num_steps))[::-1]  # respaced index i = S-1 (noisiest) .. 0
@@ -558,15 +580,19 @@ class DiffusionHead(nn.Module):
                     v = out[:N, D:]  # guided: the conditional rows' variance
                     if guided and residuals is not None:
                         cfg_delta = out[:N, :D] - out[N:, :D]
-                x = self._step(diff, order[j], x, eps, v, noise[j + 1] if order[j] > 0 else None, temperature)
+                x = self._step(diff, order[j], x, eps, v, noise[j + 1] if order[j] > 0 else None, temperature,
+                               x0_clip)
         return x
 
     @staticmethod
     def _step(diff: Diffusion, i: int, x: Tensor, eps: Tensor, v: Tensor, noise: Tensor | None,
-              temperature: float) -> Tensor:
-        """x_{t-1} = mu_theta(x_t) + temperature * sigma_theta * noise at respaced index i (no noise at i = 0)."""
+              temperature: float, x0_clip: float = 0.0) -> Tensor:
+        """x_{t-1} = mu_theta(x_t) + temperature * sigma_theta * noise at respaced index i (no noise at i = 0);
+        the predicted x_0 in mu clamped to [-x0_clip, x0_clip] when x0_clip > 0."""
         f = lambda name: diff.scalar(name, i)  # noqa: E731
         x0_hat = f("sqrt_recip_acp") * x - f("sqrt_recipm1_acp") * eps
+        if x0_clip > 0:
+            x0_hat = x0_hat.clamp(-x0_clip, x0_clip)
         mean = f("coef_x0") * x0_hat + f("coef_xt") * x
         if noise is None:
             return mean

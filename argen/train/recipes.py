@@ -436,6 +436,22 @@ def fit_pipeline(cfg, tokenizer: nn.Module, dataset) -> tuple[Any, dict[str, Any
         raise ConfigError(f"cannot fit generator {type(gen).kind} to the tokenizer/data ({e})") from None
 
 
+def fit_x0_clip(cfg, tokens) -> tuple[Any, dict[str, Any]]:
+    """A diffusion-head generator's config with `head.x0_clip` (unset) set to the training tokens' largest |value|,
+    so sampling never predicts a clean token outside the data's range (heads/diffusion.py says why a small head
+    needs it); returns (config, {field: value} of what changed). Unchanged without a head, with a bound given
+    (`--set generator.head.x0_clip=...`; 0 = unclipped) or for tokens whose range is unknown."""
+    from ..heads.diffusion import DiffusionHeadConfig
+
+    head = getattr(cfg.generator, "head", None)
+    bound = getattr(tokens, "abs_max", None)
+    if not isinstance(head, DiffusionHeadConfig) or head.x0_clip is not None or bound is None:
+        return cfg, {}
+    bound = float(f"{bound:.6g}")  # readable in run.json; the clamp never needs more digits
+    gen = cfg.generator.replace(head=head.replace(x0_clip=bound))
+    return cfg.replace(generator=gen), {"generator.head.x0_clip": bound}
+
+
 def _generator_train_config(steps, batch_size, lr, seed, progress, device, train_over):
     from .config import TrainConfig
 
@@ -578,11 +594,6 @@ def train_generator(preset: str | Config, *, out: str | os.PathLike, tokenizer: 
         if groups["train"]:
             train_cfg = apply_overrides(train_cfg, groups["train"])
     dist, train_cfg = _distributed(distributed, device, saved, train_cfg, log)
-    record = {"preset": preset if isinstance(preset, str) else type(preset).kind, "data": data,
-              "max_images": max_images, "tokenizer": tok_dir, "overrides": list(overrides),
-              "pipeline": to_dict(cfg), "train": to_dict(train_cfg), "world_size": dist.world_size}
-    _check_resume(saved, record, ("data", "max_images", "pipeline"), out,
-                  "preset, data, tokenizer, max_images and overrides")
 
     cache_dir = Path(cache) if cache else out / "tokens"
     log(f"encoding {len(dataset)} {data} images at {tok.config.resolution}px into the token cache {cache_dir} (once)")
@@ -596,6 +607,13 @@ def train_generator(preset: str | Config, *, out: str | os.PathLike, tokenizer: 
                               progress=progress, text_encoder=text_encoder)
         dist.barrier()
         tokens = TokenCacheDataset(cache_dir, tokenizer_hash=fingerprint(tok), text_encoder=text_encoder)
+    cfg, fitted = fit_x0_clip(cfg, tokens)
+    changes.update(fitted)
+    record = {"preset": preset if isinstance(preset, str) else type(preset).kind, "data": data,
+              "max_images": max_images, "tokenizer": tok_dir, "overrides": list(overrides),
+              "pipeline": to_dict(cfg), "train": to_dict(train_cfg), "world_size": dist.world_size}
+    _check_resume(saved, record, ("data", "max_images", "pipeline"), out,
+                  "preset, data, tokenizer, max_images and overrides")
 
     torch.manual_seed(train_cfg.seed)  # weight init (the Trainer restores its own RNG state on resume)
     generator = registry.build(cfg.generator)
@@ -635,6 +653,7 @@ def train_generator(preset: str | Config, *, out: str | os.PathLike, tokenizer: 
 
 
 __all__ = ["route_overrides", "train_tokenizer", "train_generator", "TokenizerRun", "GeneratorRun", "fit_pipeline",
+           "fit_x0_clip",
            "DataOptions", "open_dataset",
            "generator_configs",
            "find_tokenizer", "find_pipeline", "load_tokenizer", "write_reconstructions", "grid_conditions", "FirstN"]

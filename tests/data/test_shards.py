@@ -115,5 +115,6 @@ def test_token_shards_equal_the_token_cache(tmp_path, encode):
     for i in (0, 7, 22):
         (a, ca), (b, cb) = ds[i], ref[i]
         assert a.dtype == b.dtype and torch.equal(a, b) and ca == cb
+    assert ds.abs_max == ref.abs_max and (ref.abs_max is None) == (encode is _encode)  # the latents' range
     with pytest.raises(DataError, match="built for something else"):
         TokenShards(out, tokenizer_hash="other")

@@ -108,6 +108,25 @@ def test_dtypes(tmp_path):
                           dtype=np.uint8)
 
 
+def test_continuous_caches_record_their_largest_magnitude(tmp_path):
+    """abs_max (what bounds a diffusion head's predicted token) is recorded for float tokens, computed from the
+    array for a cache written before it was, and None for integer tokens."""
+    def continuous(images):
+        return images.mean(dim=1).flatten(1) * 3.0  # (B, 64) in [-3, 3]
+
+    ds = TinyImages(n=9)
+    path = build_token_cache(continuous, ds, tmp_path / "f", batch_size=4, tokenizer_hash="h")
+    expected = max(float(continuous(ds[i][0][None]).abs().max()) for i in range(len(ds)))
+    assert json.loads((path / "meta.json").read_text())["abs_max"] == pytest.approx(expected, rel=1e-6)
+    assert TokenCacheDataset(path).abs_max == pytest.approx(expected, rel=1e-6)
+    meta = json.loads((path / "meta.json").read_text())
+    del meta["abs_max"]  # as an older argen wrote it
+    (path / "meta.json").write_text(json.dumps(meta))
+    assert TokenCacheDataset(path).abs_max == pytest.approx(expected, rel=1e-6)
+    ints = build_token_cache(Encoder(), ds, tmp_path / "i", tokenizer_hash="h")
+    assert "abs_max" not in json.loads((ints / "meta.json").read_text()) and TokenCacheDataset(ints).abs_max is None
+
+
 def test_fingerprint_tracks_weights():
     a = nn.Linear(3, 2)
     h = fingerprint(a)

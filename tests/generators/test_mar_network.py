@@ -139,6 +139,14 @@ def test_sampling_options_steps_and_temperature():
         generate(g, cond, [0], diffusion_steps=1)
     with pytest.raises(ValueError, match="unknown sampling option.*choice_temperature"):
         generate(g, cond, [0], choice_temperature=1.0)
+    # x0_clip reaches the head: every drawn token (the last denoising step's x_0) inside the bound
+    free = generate(g, cond, [0, 1], seed=0, cfg=2.0, x0_clip=0.0)
+    assert torch.equal(free, a)  # the config's default is unclipped
+    bound = 0.5 * float(free.abs().max())
+    clipped = generate(g, cond, [0, 1], seed=0, cfg=2.0, x0_clip=bound)
+    assert clipped.abs().max() <= bound and not torch.equal(clipped, free)
+    with pytest.raises(ValueError, match="x0_clip must be a finite number >= 0"):
+        generate(g, cond, [0], x0_clip=-1.0)
 
 
 def test_tiny_model_learns():

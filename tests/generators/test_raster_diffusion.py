@@ -1,5 +1,8 @@
 """The causal continuous-token generator (MAR's "AR" variant): causality of its head input, the Diffusion
 Loss learning a fixed batch, its sampler option, and the CLI from training on VAE latents to samples."""
+import json
+
+import numpy as np
 import pytest
 import torch
 
@@ -80,6 +83,12 @@ def test_cli_trains_on_vae_latents_and_samples(tmp_path, fashion_mnist):
                  "--samples-per-class", "0", "--out", str(tmp_path / "run"), "--threads", "1"]) == 0
     pipe = argen.Pipeline.load(tmp_path / "run" / "pipeline")
     assert type(pipe.generator.config).kind == "raster-diffusion"
-    assert main(["sample", str(tmp_path / "run"), "--labels", "0,1", "--diffusion-steps", "4", "--seed", "0",
-                 "--out", str(tmp_path / "s"), "--threads", "1"]) == 0
+    # the head's x0 bound was fitted to the cached latents (and recorded with the run)
+    latents = np.load(tmp_path / "run" / "tokens" / "tokens.npy")
+    assert pipe.generator.config.head.x0_clip == pytest.approx(float(np.abs(latents).max()), rel=1e-5)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["pipeline"]["generator"]["head"]["x0_clip"] == pipe.generator.config.head.x0_clip
+    for extra in ([], ["--x0-clip", "0"]):
+        assert main(["sample", str(tmp_path / "run"), "--labels", "0,1", "--diffusion-steps", "4", "--seed", "0",
+                     "--out", str(tmp_path / "s"), "--threads", "1", *extra]) == 0
     assert len(list((tmp_path / "s").glob("*.png"))) == 2

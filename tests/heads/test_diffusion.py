@@ -292,6 +292,25 @@ def test_num_steps_override_and_cache():
     assert tokens.shape == (2, 4)
 
 
+@pytest.mark.parametrize("refresh", [1, 3])
+def test_x0_clip_bounds_the_predicted_token_and_is_off_by_default(refresh):
+    """A random head diverges (|x| ~1e3 and more, as a small undertrained one does: heads/diffusion.py); with
+    x0_clip the predicted x_0 -- and so the last step's output, which is x_0 -- stays in [-bound, bound]. A bound
+    that never binds gives the unclipped (official) result bit for bit; the keyword overrides the config."""
+    z = torch.randn(2 * 5, 24, generator=torch.Generator().manual_seed(3))
+    noise = torch.randn(8, 5, 4, generator=torch.Generator().manual_seed(4))
+    kw = dict(cfg_scale=2.0, guided=True, noise=noise, refresh=refresh)
+    free, _ = random_head().sample(z, OPTS, **kw)
+    assert free.abs().max() > 20
+    clipped, _ = random_head(x0_clip=2.0).sample(z, OPTS, **kw)
+    assert clipped.abs().max() <= 2.0 and torch.isfinite(clipped).all()
+    assert torch.equal(random_head(x0_clip=1e12).sample(z, OPTS, **kw)[0], free)
+    assert torch.equal(random_head(x0_clip=2.0).sample(z, OPTS, x0_clip=0.0, **kw)[0], free)
+    assert torch.equal(random_head().sample(z, OPTS, x0_clip=2.0, **kw)[0], clipped)
+    with pytest.raises(ValueError, match="x0_clip must be a finite number >= 0"):
+        random_head().sample(z, OPTS, x0_clip=-1.0, **kw)
+
+
 # ----------------------------------------------------------------------------- errors
 
 
@@ -334,6 +353,9 @@ def test_bad_inputs_give_clear_errors():
     ("num_timesteps", 1, "num_timesteps must be an integer >= 2"),
     ("noise_schedule", "sqrt", "noise_schedule must be one of cosine, linear"),
     ("freq_dim", 1, "freq_dim must be an integer >= 2"),
+    ("x0_clip", -0.5, "x0_clip must be a finite number >= 0"),
+    ("x0_clip", float("nan"), "x0_clip must be a finite number >= 0"),
+    ("x0_clip", True, "x0_clip must be a finite number >= 0"),
 ])
 def test_config_validation(field, value, match):
     with pytest.raises(ValueError, match=match):

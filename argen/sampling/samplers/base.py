@@ -53,6 +53,29 @@ class DecodeOptions:
     """Base of a paradigm's own sampling options (none for plain raster decoding)."""
 
 
+@dataclass(frozen=True)
+class DiffusionHeadOptions(DecodeOptions):
+    """Options of the paradigms whose head is the diffusion head (heads/diffusion.py): its denoising steps per token
+    and the bound on its predicted clean token; None = the head config's (100 steps for MAR; x0_clip as trained)."""
+
+    diffusion_steps: int | None = None
+    x0_clip: float | None = None  # 0: unclipped, as the official MAR code
+
+    def __post_init__(self):
+        d = self.diffusion_steps
+        if d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 2):
+            raise ValueError(f"diffusion_steps must be an integer >= 2 (MAR samples with 100), got {d!r}")
+        if self.x0_clip is not None:
+            from ...heads.diffusion import check_x0_clip
+
+            check_x0_clip(self.x0_clip)
+
+    def head_options(self) -> dict[str, Any]:
+        """The given ones as `DiffusionHead.sample` keywords."""
+        kw = {} if self.diffusion_steps is None else {"num_steps": self.diffusion_steps}
+        return kw if self.x0_clip is None else {**kw, "x0_clip": self.x0_clip}
+
+
 @dataclass
 class State:
     """What every paradigm's state has: the tokens being decided (the sampler's order, (B, L) or (B, L, D)),

@@ -11,7 +11,8 @@ cfg_schedule="linear" with this sampler's progress: the fraction decided *after*
 (so the last step uses 1 + (s - 1)(U0 - 1) / U0, as the official code).
 
 Options: `num_steps` (K, default the config's), `order` ("random" from the sampling rng, "raster", an int seed
-or a permutation), `diffusion_steps` (the head's respaced denoising steps; default the head config's 100), and
+or a permutation), `diffusion_steps` (the head's respaced denoising steps; default the head config's 100), `x0_clip`
+(the bound on the head's predicted clean token; default the head config's, see heads/diffusion.py), and
 `cfg_refresh` (approximate, training-free, in the spirit of LazyMAR's condition cache, https://arxiv.org/abs/
 2503.12450): with guidance, the unconditional half of the network runs only every `cfg_refresh`-th step; in
 between its condition vectors are the conditional ones minus the (cond - uncond) difference cached at the last
@@ -34,15 +35,14 @@ from torch import Tensor
 
 from ...generators.mar import MARFeatureCache
 from ...types import Conditioning
-from .base import DecodeOptions, Force, Sampler, State, register_sampler
+from .base import DiffusionHeadOptions, Force, Sampler, State, register_sampler
 from .random_order import OrderSpec, resolve_order
 
 
 @dataclass(frozen=True)
-class MAROptions(DecodeOptions):
+class MAROptions(DiffusionHeadOptions):
     num_steps: int = 64
     order: OrderSpec = "random"
-    diffusion_steps: int | None = None  # None: the head config's sampling_steps
     cfg_refresh: int = 1  # run the unconditional rows every this many steps (1: every step, exact)
     token_refresh: int = 1  # run every position through the network every this many steps (1: exact)
     head_refresh: int = 1  # run the whole diffusion head every this many denoising steps (1: exact)
@@ -53,11 +53,7 @@ class MAROptions(DecodeOptions):
         if isinstance(self.order, str) and self.order not in ("random", "raster"):
             raise ValueError(f"unknown decoding order {self.order!r}; use 'random', 'raster', an int seed or a "
                              "permutation")
-        if self.diffusion_steps is not None and (isinstance(self.diffusion_steps, bool)
-                                                 or not isinstance(self.diffusion_steps, int)
-                                                 or self.diffusion_steps < 2):
-            raise ValueError(f"diffusion_steps must be an integer >= 2 (MAR samples with 100), got "
-                             f"{self.diffusion_steps}")
+        super().__post_init__()
         _check_refresh("cfg_refresh", self.cfg_refresh, "2 runs the unconditional rows every other step")
         _check_refresh("token_refresh", self.token_refresh, "4 runs every position through the network every 4th step")
         _check_refresh("head_refresh", self.head_refresh, "LazyMAR uses 7")
@@ -88,7 +84,7 @@ class MARSampler(Sampler):
         return MAROptions(num_steps=generator.config.num_steps)
 
     def head_kwargs(self, state: MARState) -> dict:
-        kw = {} if self.options.diffusion_steps is None else {"num_steps": self.options.diffusion_steps}
+        kw = self.options.head_options()
         return kw if self.options.head_refresh == 1 else {**kw, "refresh": self.options.head_refresh}
 
     def begin(self, c: Conditioning, batch_size: int, rng: torch.Generator) -> MARState:

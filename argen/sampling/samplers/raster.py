@@ -8,7 +8,7 @@ its embedding (`embed(seq, start)`), RoPE rows (`rope.table(P)`), the condition 
 (`decoder_inputs(c)`: the prefix, and any AdaLN / cross-attention inputs, prepared once per run) and
 `logits(x, rope, mask, cache, inputs)`; pixel generators decode their flat sub-pixel sequence this way, and
 the continuous raster generator (MAR's causal variant) its latents, drawn by its diffusion head
-(`RasterDiffusionSampler`, whose one option is the head's number of denoising steps).
+(`RasterDiffusionSampler`, whose options are the head's: denoising steps and x0_clip).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from ...generators.llama import DecoderInputs, prefix_keys
 from ...nn import KVCache
 from ...nn.attention import with_key_padding
 from ...types import Conditioning
-from .base import DecodeOptions, Force, Sampler, State, register_sampler
+from .base import DiffusionHeadOptions, Force, Sampler, State, register_sampler
 
 
 @dataclass
@@ -93,13 +93,8 @@ class RasterSampler(Sampler):
 
 
 @dataclass(frozen=True)
-class RasterDiffusionOptions(DecodeOptions):
-    diffusion_steps: int | None = None  # None: the head config's sampling_steps
-
-    def __post_init__(self):
-        d = self.diffusion_steps
-        if d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 2):
-            raise ValueError(f"diffusion_steps must be an integer >= 2 (MAR samples with 100), got {d!r}")
+class RasterDiffusionOptions(DiffusionHeadOptions):
+    """The diffusion head's options (diffusion_steps, x0_clip); raster decoding has none of its own."""
 
 
 @register_sampler("raster-diffusion")
@@ -109,4 +104,4 @@ class RasterDiffusionSampler(RasterSampler):
     Options = RasterDiffusionOptions
 
     def head_kwargs(self, state: RasterState) -> dict[str, Any]:
-        return {} if self.options.diffusion_steps is None else {"num_steps": self.options.diffusion_steps}
+        return self.options.head_options()
