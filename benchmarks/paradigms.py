@@ -6,6 +6,7 @@ generator parameter count, equal generator CPU time and equal tokenizer budget.
     python benchmarks/paradigms.py eval --n 1000 --features lenet-fmnist --out runs/bench-paradigms
     python benchmarks/paradigms.py speed --grids 4 8 16 --batch 16 --out runs/bench-paradigms
     python benchmarks/paradigms.py eval --paradigms next-scale --prune 0.5 ...   # FastVAR-style pruning's cost in quality
+    python benchmarks/paradigms.py eval --paradigms mar --mar-steps 16 --token-refresh 4 ...  # LazyMAR-style caches'
 
 Tokenizers: the `vq-tiny` / `msvq-tiny` / `vae-tiny` runs of benchmarks/reconstruction.py (same recipe, same CPU
 budget), looked up in `--recon` (default runs/bench-recon/<data>-<family>/tokenizer); train them there first.
@@ -70,7 +71,7 @@ def train_one(paradigm: str, args: argparse.Namespace) -> dict:
     from argen.pipeline import Pipeline
     from argen.saving import load
     from argen.train import Trainer
-    from argen.train.recipes import FirstN, generator_configs
+    from argen.train.recipes import FirstN, fit_x0_clip, generator_configs
 
     spec = PARADIGMS[paradigm]
     out = Path(args.out) / f"{args.data}-{paradigm}"
@@ -91,6 +92,7 @@ def train_one(paradigm: str, args: argparse.Namespace) -> dict:
     build_token_cache(tokenizer.encode, dataset, out / "tokens", batch_size=128, tokenizer_hash=fingerprint(tokenizer))
     encode_cpu = time.process_time() - t0
     tokens = TokenCacheDataset(out / "tokens", tokenizer_hash=fingerprint(tokenizer))
+    cfg, _ = fit_x0_clip(cfg, tokens)  # as `argen train` does: MAR's head bounded by the latents' range
     torch.manual_seed(0)
     generator = registry.build(cfg.generator)
     conditioner = registry.build(cfg.conditioner)
@@ -113,13 +115,33 @@ def train_one(paradigm: str, args: argparse.Namespace) -> dict:
     return res
 
 
+MAR_CACHES = (("token_refresh", "tok"), ("head_refresh", "head"), ("cfg_refresh", "cfg"))
+
+
+def _sampler_options(paradigm: str, args: argparse.Namespace) -> dict:
+    """The sampler options this eval measures: FastVAR-style pruning (next-scale), LazyMAR-style caches, the AR step
+    count and the x0 bound (MAR); empty for the trained pipeline's own sampling."""
+    if paradigm == "next-scale" and args.prune:
+        return {"prune": tuple(args.prune)}
+    if paradigm != "mar":
+        return {}
+    opts = {"num_steps": args.mar_steps} if args.mar_steps else {}
+    if args.x0_clip is not None:
+        opts["x0_clip"] = args.x0_clip
+    return {**opts, **{k: getattr(args, k) for k, _ in MAR_CACHES if getattr(args, k) > 1}}
+
+
 def _variant(paradigm: str, args: argparse.Namespace) -> str:
-    """'' for exact sampling; '-prune0.5' etc. when next-scale samples with --prune."""
-    return f"-prune{'-'.join(map(str, args.prune))}" if paradigm == "next-scale" and args.prune else ""
+    """'' for exact sampling with the preset's steps; '-prune0.5', '-steps16-tok4-head7' etc. otherwise."""
+    opts = _sampler_options(paradigm, args)
+    if "prune" in opts:
+        return f"-prune{'-'.join(map(str, opts['prune']))}"
+    short = {"num_steps": "steps", "x0_clip": "clip", **dict(MAR_CACHES)}
+    return "".join(f"-{short[k]}{v}" for k, v in opts.items())
 
 
 def sample_one(paradigm: str, args: argparse.Namespace) -> dict:
-    """n/10 images per class from the trained pipeline, saved as samples[-pruneR].npz (uint8 N x H x W x 3)."""
+    """n/10 images per class from the trained pipeline, saved as samples[<variant>].npz (uint8 N x H x W x 3)."""
     import numpy as np
     import torch
 
@@ -131,7 +153,7 @@ def sample_one(paradigm: str, args: argparse.Namespace) -> dict:
     n_cls = pipe.conditioner.num_classes
     per_class = args.n // n_cls
     labels = [c for c in range(n_cls) for _ in range(per_class)]
-    extra = {"prune": tuple(args.prune)} if _variant(paradigm, args) else {}
+    extra = _sampler_options(paradigm, args)
     chunks, t0, w0 = [], time.process_time(), time.perf_counter()
     with torch.inference_mode():
         for i in range(0, len(labels), args.batch):
@@ -227,6 +249,12 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prune", type=float, nargs="+", default=None,
                    help="eval: sample next-scale with this FastVAR-style pruning (fractions skipped at the last scales)")
+    p.add_argument("--mar-steps", type=int, default=0, help="eval: MAR's AR steps (0: the preset's)")
+    p.add_argument("--x0-clip", type=float, default=None,
+                   help="eval: MAR's bound on the predicted clean token (default: the trained pipeline's; 0: off)")
+    for name, _ in MAR_CACHES:
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=1,
+                       help=f"eval: sample MAR with {name} (approximate; 1: exact)")
     p.add_argument("--out", default="runs/bench-paradigms")
     p.add_argument("--one", nargs=2, metavar=("WHAT", "PARADIGM"), help=argparse.SUPPRESS)
     p.add_argument("--grid", type=int, help=argparse.SUPPRESS)
@@ -249,7 +277,9 @@ def main() -> int:
               str(args.chunk), "--lr", str(args.lr), "--batch-size", str(args.batch_size), "--warmup", str(args.warmup),
               "--max-images", str(args.max_images), "--n", str(args.n), "--batch", str(args.batch),
               "--repeats", str(args.repeats), "--seed", str(args.seed), "--out", str(out),
-              *(["--prune", *map(str, args.prune)] if args.prune else [])]
+              *(["--prune", *map(str, args.prune)] if args.prune else []), "--mar-steps", str(args.mar_steps),
+              *(["--x0-clip", str(args.x0_clip)] if args.x0_clip is not None else []),
+              *[a for k, _ in MAR_CACHES for a in ("--" + k.replace("_", "-"), str(getattr(args, k)))]]
     if args.phase in ("train", "all"):  # both paradigms at once: same contention for both
         procs = [subprocess.Popen([sys.executable, __file__, "--one", "train", k, *common], env=ENV,
                                   stdout=open(out / f"{args.data}-{k}-train.log", "w"), stderr=subprocess.STDOUT)
@@ -279,7 +309,7 @@ def main() -> int:
                              "--n", str(args.n), "--features", args.features, "--threads", "1", "--no-progress",
                              "--out", str(floor)], env=ENV, stdout=open(out / "floor.log", "a"), stderr=subprocess.STDOUT)
         rows.append({"paradigm": "real (train vs test)", **json.loads(floor.read_text())})
-        (out / f"eval{_variant('next-scale', args)}-{args.features}-n{args.n}.json").write_text(json.dumps(rows, indent=2))
+        (out / f"eval{''.join(_variant(k, args) for k in args.paradigms)}-{args.features}-n{args.n}.json").write_text(json.dumps(rows, indent=2))
         print(json.dumps(rows, indent=2))
     if args.phase in ("speed", "all"):
         (out / "speed.jsonl").unlink(missing_ok=True)
